@@ -1,0 +1,106 @@
+# Subject model, corpus, activation extraction, neuron sets and records (the foundation's data contracts;
+# the shard schema is in docs/data_contracts.md).
+
+
+rule prepare_model:
+    output:
+        directory("data/models/{subject}"),
+    params:
+        model=config["subject"]["model"],
+    log:
+        "logs/{subject}/prepare_model.log",
+    benchmark:
+        "benchmarks/{subject}/prepare_model.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/prepare_model.py"
+
+
+rule build_corpus:
+    input:
+        model=model_dir,
+    output:
+        "results/{subject}/corpus/{corpus}.parquet",
+    params:
+        spec=config["corpus"],
+    log:
+        "logs/{subject}/corpus/{corpus}.log",
+    benchmark:
+        "benchmarks/{subject}/corpus/{corpus}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/build_corpus.py"
+
+
+rule extract_activations:
+    input:
+        model=model_dir,
+        corpus=corpus_path,
+    output:
+        directory("results/{subject}/{corpus}/activations"),
+    params:
+        model=config["subject"]["model"],
+        hook=subject_hook,
+        layers=config["subject"]["layers"],
+        device=config["subject"]["device"],
+        dtype=config["subject"]["dtype"],
+        batch_size=config["subject"]["batch_size"],
+        extraction=config["extraction"],
+    log:
+        "logs/{subject}/{corpus}/extract_activations.log",
+    benchmark:
+        "benchmarks/{subject}/{corpus}/extract_activations.tsv"
+    threads: 8
+    resources:
+        # GPU, partition and runtime for clusters are set in profiles/slurm.
+        mem_mb=16000,
+        runtime=240,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/extract_activations.py"
+
+
+rule neuron_set:
+    input:
+        unpack(neuron_set_inputs),
+    output:
+        "results/{subject}/{corpus}/neuron_sets/{neuron_set}.csv",
+    params:
+        spec=neuron_set_spec,
+    log:
+        "logs/{subject}/{corpus}/neuron_sets/{neuron_set}.log",
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../scripts/neuron_set.py"
+
+
+rule records:
+    input:
+        neurons="results/{subject}/{corpus}/neuron_sets/{neuron_set}.csv",
+        activations=activations_dir,
+        corpus=corpus_path,
+        model=model_dir,
+    output:
+        "results/{subject}/{corpus}/records/{neuron_set}.parquet",
+    params:
+        records=config["records"],
+    log:
+        "logs/{subject}/{corpus}/records/{neuron_set}.log",
+    benchmark:
+        "benchmarks/{subject}/{corpus}/records/{neuron_set}.tsv"
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/records.py"

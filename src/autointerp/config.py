@@ -1,0 +1,46 @@
+"""Config validation with one clear line per violation (Snakemake's own ``validate`` stops at the first)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _where(error) -> str:
+    return "config" + "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]" for p in error.absolute_path)
+
+
+def validate_config(config: dict, schema_path) -> dict:
+    """Validate against the draft 2020-12 schema, listing every violation; fill defaults in place."""
+    from jsonschema import Draft202012Validator, validators
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    if errors:
+        lines = [f"  - {_where(e)}: {e.message}" for e in errors]
+        raise ConfigError(
+            f"invalid configuration ({len(errors)} problem{'s' if len(errors) > 1 else ''}; schema {schema_path}):\n"
+            + "\n".join(lines)
+        )
+
+    def set_defaults(validator_cls):
+        validate_props = validator_cls.VALIDATORS["properties"]
+
+        def with_defaults(v, properties, instance, schema_):
+            if isinstance(instance, dict):
+                for key, sub in properties.items():
+                    if isinstance(sub, dict) and "default" in sub:
+                        instance.setdefault(key, sub["default"])
+            yield from validate_props(v, properties, instance, schema_)
+
+        return validators.extend(validator_cls, {"properties": with_defaults})
+
+    for _ in set_defaults(Draft202012Validator)(schema).iter_errors(config):
+        pass
+    return config

@@ -1,0 +1,29 @@
+"""LLM client layer: one configured client per role (explainer, simulator, embedder) over any
+OpenAI-compatible endpoint, with a persistent content-addressed cache, retries, limits and a usage ledger."""
+
+from .cache import ResponseCache, cache_key, canonical_json
+from .client import (
+    ChatResult,
+    EchoLogprobsResult,
+    EmbedResult,
+    LLMClient,
+    LLMError,
+    LLMRequestError,
+    LLMResult,
+    MalformedResponseError,
+    RatePacer,
+    Usage,
+    estimate_tokens,
+    is_retryable,
+    make_clients,
+    run_many,
+)
+from .config import LLMConfigError, RoleConfig, normalise_base_url
+from .ledger import Ledger, UsageRecord, estimate_cost
+
+__all__ = [
+    "ChatResult", "EchoLogprobsResult", "EmbedResult", "LLMClient", "LLMConfigError", "LLMError", "LLMRequestError",
+    "LLMResult", "Ledger", "MalformedResponseError", "RatePacer", "ResponseCache", "RoleConfig", "Usage", "UsageRecord",
+    "cache_key", "canonical_json", "estimate_cost", "estimate_tokens", "is_retryable", "make_clients",
+    "normalise_base_url", "run_many",
+]

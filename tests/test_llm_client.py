@@ -1,0 +1,217 @@
+"""LLM client: config, operations, concurrency, retries, fail-fast errors, rate limits, ledger."""
+
+import asyncio
+import json
+import math
+import time
+
+import pytest
+
+from autointerp.llm import (
+    ChatResult,
+    LLMClient,
+    LLMConfigError,
+    LLMRequestError,
+    RoleConfig,
+    estimate_cost,
+    estimate_tokens,
+    run_many,
+)
+
+CHAT = "/v1/chat/completions"
+MSG = [{"role": "system", "content": "You explain neurons."}, {"role": "user", "content": "Explain neuron 7."}]
+
+
+def chat(client, content="Explain neuron 7.", **kw):
+    kw = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 32, **kw}
+    return client.chat([{"role": "user", "content": content}], **kw)
+
+
+def timed(coro):
+    t0 = time.perf_counter()
+    out = asyncio.run(coro)
+    return out, time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------- config
+
+
+def test_config_defaults_validation_and_extra_keys():
+    cfg = RoleConfig.from_dict("explainer", {"model": "gpt-4o-mini", "temperature": 1.0})
+    assert cfg.provider == "openai" and cfg.base_url == "https://api.openai.com/v1"
+    assert cfg.api_key_env == "OPENAI_API_KEY" and cfg.concurrency == 8 and cfg.max_retries == 6
+    assert cfg.cache_dir == ".cache/llm" and cfg.extra == {"temperature": 1.0}
+    with pytest.raises(LLMConfigError, match="model"):
+        RoleConfig.from_dict("simulator", {"provider": "openai"})
+    with pytest.raises(LLMConfigError, match="provider"):
+        RoleConfig.from_dict("simulator", {"model": "m", "provider": "anthropic"})
+    with pytest.raises(LLMConfigError, match="base_url"):
+        RoleConfig.from_dict("simulator", {"model": "m", "provider": "local"})
+    with pytest.raises(LLMConfigError, match="concurrency"):
+        RoleConfig.from_dict("simulator", {"model": "m", "concurrency": 0})
+
+
+def test_missing_remote_key_fails_at_construction_naming_the_variable(monkeypatch):
+    monkeypatch.delenv("AUTOINTERP_MISSING_KEY", raising=False)
+    with pytest.raises(LLMConfigError, match="AUTOINTERP_MISSING_KEY"):
+        LLMClient.from_config("explainer", {"model": "m", "base_url": "https://llm.example.invalid/v1",
+                                            "api_key_env": "AUTOINTERP_MISSING_KEY"})
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(LLMConfigError, match="OPENAI_API_KEY"):
+        LLMClient.from_config("explainer", {"model": "gpt-4o-mini"})
+
+
+def test_local_provider_needs_no_key(loopback, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    client = LLMClient.from_config("simulator", {"provider": "local", "model": "smollm2", "base_url": loopback.base_url,
+                                                 "cache_dir": str(tmp_path / "c")})
+    assert asyncio.run(chat(client)).text.startswith("reply")
+    assert loopback.requests[0].headers["authorization"].startswith("Bearer ")
+
+
+# ---------------------------------------------------------------- operations
+
+
+def test_chat_echo_and_embed_results(make_client, loopback):
+    client = make_client()
+    prompt = "The cat sat on\nthe  mat."
+
+    async def go():
+        return (await client.chat(MSG, temperature=0.0, top_p=1.0, max_tokens=32, logprobs=True, top_logprobs=5),
+                await client.completion_echo_logprobs(prompt),
+                await client.embed(["alpha", "beta", "alpha"]))
+
+    c, e, m = asyncio.run(go())
+    assert isinstance(c, ChatResult) and c.text.endswith("Explain neuron 7.") and c.finish_reason == "stop"
+    assert c.usage.completion_tokens == len(c.logprobs) > 0 and all(len(t["top_logprobs"]) == 5 for t in c.logprobs)
+    assert not c.cache_hit and c.attempts == 1 and c.latency_s > 0 and len(c.cache_key) == 64
+    sent = loopback.requests[0].body
+    assert sent["logprobs"] is True and sent["top_logprobs"] == 5 and sent["max_tokens"] == 32
+
+    assert "".join(e.tokens) == prompt
+    assert e.text_offsets == [prompt.index(t, o) for t, o in zip(e.tokens, e.text_offsets)]
+    assert e.top_logprobs[0] == {} and all(len(t) == 15 for t in e.top_logprobs[1:])
+    assert all(tl[tok] == lp for tok, lp, tl in zip(e.tokens[1:], e.token_logprobs[1:], e.top_logprobs[1:]))
+    echo_req = loopback.requests[1].body
+    assert (echo_req["echo"], echo_req["max_tokens"], echo_req["logprobs"]) == (True, 0, 15)
+
+    assert len(m.vectors) == 3 and m.vectors[0] == m.vectors[2] != m.vectors[1]
+    assert all(math.isclose(sum(x * x for x in v), 1.0) for v in m.vectors)
+
+
+def test_client_works_across_successive_event_loops(make_client):
+    client = make_client(cache_dir=None)
+    assert asyncio.run(chat(client, "a")).text != asyncio.run(chat(client, "b")).text
+
+
+# ---------------------------------------------------------------- concurrency and rate limits
+
+
+def test_concurrency_actually_overlaps_and_is_bounded(make_client, loopback):
+    loopback.latency = 0.2
+    client = make_client(concurrency=8)
+    results, wall = timed(run_many([chat(client, f"n{i}") for i in range(16)]))
+    assert all(isinstance(r, ChatResult) for r in results)
+    assert 2 * 0.2 * 0.95 <= wall < 16 * 0.2 / 4  # two waves of 8, not 16 in series, not all 16 at once
+    assert loopback.max_in_flight == 8
+
+
+def test_requests_per_minute_is_honoured(make_client, loopback):
+    client = make_client(requests_per_minute=120, concurrency=5)  # one request per 0.5 s
+    _, wall = timed(run_many([chat(client, f"n{i}") for i in range(5)]))
+    assert 1.8 <= wall < 4.0
+    gaps = [b.t - a.t for a, b in zip(loopback.requests, loopback.requests[1:])]
+    assert min(gaps) > 0.4
+
+
+def test_tokens_per_minute_is_honoured(make_client):
+    # One-minute bucket of 30,000 tokens draining at 500 tokens/s: 30 requests of ~1,000 tokens pass at once,
+    # the 31st waits ~2 s for capacity.
+    client = make_client(tokens_per_minute=30_000, concurrency=64)
+    max_tokens = 1000 - estimate_tokens("x0000000") - 4
+    assert max_tokens == 994
+    _, burst = timed(run_many([chat(client, f"x{i:07d}", max_tokens=max_tokens) for i in range(30)]))
+    assert burst < 1.0
+    _, wall = timed(chat(client, "y0000000", max_tokens=max_tokens))
+    assert 1.6 <= wall < 4.0
+
+
+def test_run_many_keeps_order_and_captures_exceptions(make_client, loopback):
+    loopback.script = lambda path, body: (400, {"error": {"message": "bad item"}}) \
+        if "bad" in json.dumps(body) else None
+    client = make_client()
+    items = [chat(client, f"ok {i}") if i != 3 else chat(client, "bad 3") for i in range(6)]
+    items.append(lambda: chat(client, "ok deferred"))  # callables are started lazily
+    results = asyncio.run(run_many(items, concurrency=2))
+    assert isinstance(results[3], LLMRequestError)
+    assert [r.text.split(": ", 1)[1] for i, r in enumerate(results) if i != 3] == \
+        [f"ok {i}" for i in (0, 1, 2, 4, 5)] + ["ok deferred"]
+
+
+# ---------------------------------------------------------------- retries
+
+
+def test_429_retry_after_is_honoured(make_client, loopback):
+    loopback.add_faults("429", 2, retry_after=0.25)
+    r, wall = timed(chat(make_client()))
+    assert loopback.count(CHAT) == 3 and r.attempts == 3
+    assert wall >= 0.5  # backoff alone would be <= 0.1 s (backoff_max_s=0.05)
+
+
+def test_429_retry_after_ms_is_honoured(make_client, loopback):
+    loopback.add_faults("429", 1, retry_after_ms=300, retry_after=30)  # -ms wins over the seconds header
+    r, wall = timed(chat(make_client()))
+    assert loopback.count(CHAT) == 2 and r.attempts == 2 and 0.3 <= wall < 5
+
+
+@pytest.mark.parametrize("kind,opts", [("500", {}), ("malformed", {}), ("timeout", {"sleep": 2.0})])
+def test_transient_failures_are_retried_then_succeed(make_client, loopback, kind, opts):
+    loopback.add_faults(kind, 2, **opts)
+    client = make_client(timeout_s=0.3)
+    r = asyncio.run(chat(client))
+    assert loopback.count(CHAT) == 3 and r.attempts == 3
+    assert r.text == asyncio.run(chat(make_client(cache_dir=None))).text  # same answer as an undisturbed call
+    assert client.ledger.totals()["requests"] == 1
+
+
+def test_retries_exhausted_raise_with_context(make_client, loopback):
+    loopback.add_faults("500", 3)
+    client = make_client(max_retries=2)
+    with pytest.raises(LLMRequestError, match="gave up after 3 attempts") as ei:
+        asyncio.run(chat(client))
+    assert loopback.count(CHAT) == 3 and ei.value.retryable and ei.value.status == 500
+    assert client.ledger.totals()["errors"] == 1
+
+
+def test_non_retryable_400_fails_fast_naming_role_model_endpoint(make_client, loopback):
+    loopback.add_faults("400", 5)
+    client = make_client(role="simulator", model="sim-model-x")
+    with pytest.raises(LLMRequestError) as ei:
+        asyncio.run(chat(client))
+    msg = str(ei.value)
+    assert loopback.count(CHAT) == 1 and ei.value.status == 400 and not ei.value.retryable
+    assert "simulator" in msg and "sim-model-x" in msg and loopback.base_url in msg and "400" in msg
+
+
+# ---------------------------------------------------------------- ledger
+
+
+def test_ledger_totals_cost_and_jsonl(make_client, tmp_path):
+    client = make_client(price_input_per_1m=2.0, price_output_per_1m=8.0)
+
+    async def go():
+        a = await chat(client, "one two three")
+        b = await chat(client, "one two three")  # hit
+        return a, b
+
+    a, b = asyncio.run(go())
+    t = client.ledger.totals()
+    assert (t["calls"], t["cache_hits"], t["requests"]) == (2, 1, 1) and b.cache_hit and b.attempts == 0
+    assert t["cost_usd"] == pytest.approx(estimate_cost(a.usage.prompt_tokens, a.usage.completion_tokens, 2.0, 8.0))
+    assert t["prompt_tokens"] == 2 * a.usage.prompt_tokens and t["billed_prompt_tokens"] == a.usage.prompt_tokens
+    assert t["by_role"]["explainer"]["calls"] == 2
+    assert estimate_cost(1_000_000, 500_000, 2.5, 10.0) == pytest.approx(7.5)
+    lines = client.ledger.write_jsonl(tmp_path / "ledger" / "usage.jsonl").read_text().splitlines()
+    recs = [json.loads(x) for x in lines]
+    assert [r["cache_hit"] for r in recs] == [False, True] and recs[0]["role"] == "explainer"
+    assert recs[0]["model"] == "loop-model" and recs[0]["latency_s"] > 0
