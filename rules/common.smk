@@ -1,4 +1,4 @@
-# Helpers shared by every rule file: config validation, paths, wildcard constraints, input functions.
+# Shared helpers (config validation, paths and input functions), included before the other files.
 
 import sys
 from pathlib import Path
@@ -14,11 +14,6 @@ CORPUS = config["corpus"]["id"]
 NEURON_SETS = sorted(config["neuron_sets"])
 RUN = f"results/{SUBJECT}/{CORPUS}"
 
-
-wildcard_constraints:
-    subject=SUBJECT,
-    corpus=CORPUS,
-    neuron_set="|".join(NEURON_SETS),
 
 
 def subject_hook(wildcards):

@@ -2,6 +2,13 @@
 # the shard schema is in docs/data_contracts.md).
 
 
+# Wildcards only ever take the configured values (fast, unambiguous DAG).
+wildcard_constraints:
+    subject=SUBJECT,
+    corpus=CORPUS,
+    neuron_set="|".join(NEURON_SETS),
+
+
 rule prepare_model:
     output:
         directory("data/models/{subject}"),

@@ -27,11 +27,14 @@ def atomic_path(path):
 
 
 def atomic_write_parquet(table, path, **kwargs) -> None:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     kwargs.setdefault("compression", "zstd")
     # Byte-stream-split makes float32 activations compress (plain zstd gains ~nothing on float noise).
-    if any(_is_float_like(f.type) for f in table.schema):
+    leaves = [_leaf(f.type) for f in table.schema]
+    if any(pa.types.is_floating(t) for t in leaves) and all(
+            pa.types.is_floating(t) or pa.types.is_integer(t) for t in leaves):
         kwargs.setdefault("use_byte_stream_split", True)
         kwargs.setdefault("use_dictionary", False)
     with atomic_path(path) as tmp:
@@ -47,9 +50,9 @@ def atomic_write_json(path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
 
 
-def _is_float_like(typ) -> bool:
+def _leaf(typ):
     import pyarrow as pa
 
     while pa.types.is_list(typ) or pa.types.is_fixed_size_list(typ) or pa.types.is_large_list(typ):
         typ = typ.value_type
-    return pa.types.is_floating(typ)
+    return typ

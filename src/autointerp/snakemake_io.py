@@ -28,6 +28,10 @@ def rule_context(snakemake):
             logging.getLogger("autointerp").error("%s", exc)
             print(f"autointerp error in rule {rule}: {exc}", file=sys.stderr)
             raise SystemExit(1) from None
+        logging.getLogger("autointerp").exception("rule %s failed", rule)
+        raise
+    except Exception:
+        logging.getLogger("autointerp").exception("rule %s failed", rule)
         raise
     finally:
         root.removeHandler(handler)

@@ -272,6 +272,8 @@ class LocalEngine:
         self.cache_entries = int(cache_entries)
         self.cache_max_tokens = int(cache_max_tokens)
         self.stats = {"requests": 0, "prefill_tokens": 0, "reused_tokens": 0, "generated_tokens": 0}
+        # timings of the latest request: prefill_s/prefill_tokens/reused_tokens, decode_s/decode_tokens
+        self.last_timing: dict[str, float] = {}
         log.info(
             "local engine: %s (%s, %d threads) loaded in %.1fs; bos prefix %s; eos ids %s",
             model_dir, dtype, torch.get_num_threads(), time.perf_counter() - t0, self._bos_prefix,
@@ -337,11 +339,17 @@ class LocalEngine:
         logprobs: bool = False,
         top_logprobs: int = 0,
         stop: str | Sequence[str] | None = None,
+        *,
+        ignore_eos: bool = False,
     ) -> Generation:
-        """Sample an assistant reply. ``logprobs`` are of the model's own (temperature-1, untruncated) distribution."""
+        """Sample an assistant reply. ``logprobs`` are of the model's own (temperature-1, untruncated) distribution.
+
+        ``ignore_eos`` keeps sampling past the end token (for benchmarks; vLLM's option of the same name).
+        """
         text = self.render_chat(messages)
         ids = self.tokenize(text)  # the template text carries its own special tokens; no BOS added
-        return self._generate_locked(ids, temperature, top_p, max_tokens, seed, logprobs, top_logprobs, stop)
+        return self._generate_locked(ids, temperature, top_p, max_tokens, seed, logprobs, top_logprobs, stop,
+                                     ignore_eos)
 
     def complete(
         self,
@@ -353,12 +361,15 @@ class LocalEngine:
         logprobs: bool = False,
         top_logprobs: int = 0,
         stop: str | Sequence[str] | None = None,
+        *,
+        ignore_eos: bool = False,
     ) -> Generation:
         """Continue a raw prompt (no chat template; hidden BOS as for ``prompt_logprobs``)."""
         ids = self._bos_prefix + self.tokenize(prompt)
         if not ids:
             raise EngineError("empty prompt", "prompt")
-        return self._generate_locked(ids, temperature, top_p, max_tokens, seed, logprobs, top_logprobs, stop)
+        return self._generate_locked(ids, temperature, top_p, max_tokens, seed, logprobs, top_logprobs, stop,
+                                     ignore_eos)
 
     def prompt_logprobs(
         self, prompt: str, top_logprobs: int = 15, positions: Iterable[int] | None = None
@@ -473,6 +484,7 @@ class LocalEngine:
 
         Row r is the model's output at position r (the distribution of token r+1). ``needed_rows`` get top-K.
         """
+        t0 = time.perf_counter()
         n = len(ids)
         ids_t = torch.tensor(ids, dtype=torch.int64)
         k_store = max(k, _STORE_TOPK)
@@ -528,6 +540,8 @@ class LocalEngine:
                 rows.next_lp[sel] = torch.where(nx >= 0, got, torch.full_like(got, float("nan")))
                 rows.have[sel] = True
         last = self._logits(hidden[-1:])[0] if want_last else None
+        self.last_timing = {"prefill_s": time.perf_counter() - t0, "prefill_tokens": n - reuse, "reused_tokens": reuse,
+                            "decode_s": 0.0, "decode_tokens": 0}
         if keep:
             self._store(ids_t, cache, rows)
         return rows, cache, last
@@ -566,6 +580,7 @@ class LocalEngine:
         logprobs: bool,
         top_logprobs: int,
         stop: str | Sequence[str] | None,
+        ignore_eos: bool = False,
     ) -> Generation:
         temperature = _check_float(temperature, "temperature", 0.0, 2.0, default=1.0)
         top_p = _check_float(top_p, "top_p", 0.0, 1.0, default=1.0)
@@ -588,12 +603,13 @@ class LocalEngine:
         gen = torch.Generator()
         gen.manual_seed(int(used_seed) % (1 << 64))
         with self._lock:
-            return self._generate(ids, temperature, top_p, limit, gen, used_seed, logprobs, top_k, stops)
+            return self._generate(ids, temperature, top_p, limit, gen, used_seed, logprobs, top_k, stops,
+                                  frozenset() if ignore_eos else frozenset(self._eos_ids))
 
     @torch.inference_mode()
     def _generate(
         self, ids: list[int], temperature: float, top_p: float, limit: int, gen: torch.Generator, seed: int,
-        logprobs: bool, top_k: int, stops: list[str],
+        logprobs: bool, top_k: int, stops: list[str], eos_ids: frozenset[int],
     ) -> Generation:
         n = len(ids)
         out_ids: list[int] = []
@@ -605,6 +621,7 @@ class LocalEngine:
         _, cache, logits = self._forward(ids, [], 1, want_last=True, keep=False, capacity=n + limit)
         fed = list(ids)
         cut: int | None = None
+        t_decode = time.perf_counter()
         while True:
             tok = _sample(logits, temperature, top_p, gen)
             if generated is not None:
@@ -617,7 +634,7 @@ class LocalEngine:
                 generated.append(
                     GeneratedToken(tok, self.table.strings[tok], self.table.raw[tok], _finite(float(lsm[tok])), alts)
                 )
-            if tok in self._eos_ids:
+            if tok in eos_ids:
                 finish = "stop"
                 if generated is not None:
                     generated.pop()  # the end token is not part of the answer
@@ -635,6 +652,8 @@ class LocalEngine:
             step = self._base(input_ids=torch.tensor([[tok]]), past_key_values=cache, use_cache=True)
             logits = self._logits(step.last_hidden_state[0, -1:])[0]
         self.stats["generated_tokens"] += len(out_ids)
+        self.last_timing["decode_s"] = time.perf_counter() - t_decode
+        self.last_timing["decode_tokens"] = len(out_ids)
         self._store(torch.tensor(fed, dtype=torch.int64), cache, None)
         text = self.table.text_of(out_ids)
         if cut is not None:

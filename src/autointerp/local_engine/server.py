@@ -86,6 +86,13 @@ def _max_tokens(body: dict[str, Any], default: int | None) -> int | None:
     return value
 
 
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise RequestError(f"{name} must be a boolean", name)
+    return value
+
+
 def _model_name(engine: LocalEngine, body: dict[str, Any], seen: set[str]) -> str:
     name = body.get("model")
     if name is None:
@@ -122,6 +129,7 @@ def chat_completion(engine: LocalEngine, body: dict[str, Any], seen: set[str] | 
         logprobs=logprobs,
         top_logprobs=top or 0,
         stop=body.get("stop"),
+        ignore_eos=_flag(body, "ignore_eos"),
     )
     return {
         "id": "chatcmpl-" + uuid.uuid4().hex,
@@ -174,6 +182,7 @@ def completion(engine: LocalEngine, body: dict[str, Any], seen: set[str] | None 
             logprobs=n_top is not None,
             top_logprobs=n_top or 0,
             stop=body.get("stop"),
+            ignore_eos=_flag(body, "ignore_eos"),
         )
         base = len(text)
         text += gen.text

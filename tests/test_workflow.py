@@ -1,0 +1,108 @@
+"""The Snakemake workflow end to end on a tiny config, its lint, SLURM dry run and its error paths."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from workflow_utils import make_workdir, snakemake, tiny_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, embedded_model_dir):
+    work = make_workdir(tmp_path_factory.mktemp("run"), tiny_config(), embedded_model_dir)
+    proc = snakemake(work, "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return work
+
+
+def test_outputs_follow_the_contract(finished):
+    run = finished / "results" / "smol" / "pydocs"
+    manifest = json.loads((run / "activations" / "manifest.json").read_text())
+    assert sorted(manifest["shards"]) == ["0", "29"]
+    shard = pq.read_table(run / "activations" / manifest["shards"]["29"])
+    assert shard.num_rows == 1536
+    assert shard.schema.field("top_activations").type.list_size == 20
+    assert shard.schema.field("top_activations").type.value_type.list_size == 32
+    meta = shard.schema.metadata
+    assert meta[b"autointerp.hook"] == b"blocks.29.mlp.hook_post"
+    for name in ("rnd", "top"):
+        records = pq.read_table(run / "records" / f"{name}.parquet").to_pylist()
+        by_neuron = {}
+        for r in records:
+            by_neuron.setdefault((r["layer"], r["neuron"]), {}).setdefault(r["split"], set()).add(r["excerpt_id"])
+        for splits in by_neuron.values():
+            assert len(splits["train"]) == 5 and len(splits["valid"]) == 10
+            assert not splits["train"] & splits["valid"]
+    assert len({(r["layer"], r["neuron"]) for r in pq.read_table(run / "records" / "top.parquet").to_pylist()}) == 2
+    for log in ("prepare_model", "pydocs/extract_activations"):
+        assert (finished / "logs" / "smol" / f"{log}.log").exists() or log == "prepare_model"
+
+
+def test_rerun_does_nothing(finished):
+    proc = snakemake(finished, "--cores", "2", "-n")
+    assert proc.returncode == 0
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_lint_and_slurm_dry_run(finished):
+    lint = snakemake(finished, "--lint")
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    dry = snakemake(finished, "--executor", "slurm", "-n", "-j", "10", "--forceall")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "extract_activations" in dry.stdout + dry.stderr
+
+
+def _fails(tmp_path, config, embedded_model_dir=None, expect=""):
+    work = make_workdir(tmp_path, config, embedded_model_dir)
+    proc = snakemake(work, "--cores", "2")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert expect in out, out[-3000:]
+    return work
+
+
+def test_malformed_config(tmp_path):
+    config = tiny_config()
+    config["extraction"]["top_k"] = -1
+    config["subject"]["layers"] = "some"
+    work = _fails(tmp_path, config, expect="invalid configuration (2 problems")
+    assert not (work / "results").exists()
+
+
+def test_unknown_model(tmp_path):
+    config = tiny_config(subject={"id": "ghost", "model": "no-such-org/no-such-model"})
+    work = _fails(tmp_path, config, expect="cannot load subject model 'no-such-org/no-such-model'")
+    assert not (work / "data" / "models" / "ghost").exists()
+
+
+def test_layer_out_of_range(tmp_path, embedded_model_dir):
+    config = tiny_config()
+    config["subject"]["layers"] = [0, 30]
+    work = _fails(tmp_path, config, embedded_model_dir, expect="subject.layers [30] out of range")
+    assert not (work / "results" / "smol" / "pydocs" / "activations").exists()
+
+
+def test_missing_hook_point(tmp_path, embedded_model_dir):
+    config = tiny_config()
+    config["subject"]["hook"] = "blocks.{layer}.mlp.hook_missing"
+    work = _fails(tmp_path, config, embedded_model_dir, expect="hook point 'blocks.0.mlp.hook_missing'")
+    assert not (work / "results" / "smol" / "pydocs" / "activations").exists()
+
+
+def test_empty_corpus(tmp_path, embedded_model_dir):
+    (tmp_path / "empty.txt").write_text("\n")
+    config = tiny_config(corpus={"id": "empty", "source": "text_files", "files": [{"path": str(tmp_path / "empty.txt")}]})
+    work = _fails(tmp_path, config, embedded_model_dir, expect="is empty")
+    assert not (work / "results" / "smol" / "corpus" / "empty.parquet").exists()
+
+
+def test_corpus_smaller_than_k(tmp_path, embedded_model_dir):
+    config = tiny_config()
+    config["corpus"]["n_excerpts"] = 10
+    work = _fails(tmp_path, config, embedded_model_dir, expect="fewer than extraction.top_k=20")
+    assert not (work / "results" / "smol" / "pydocs" / "activations").exists()

@@ -1,0 +1,44 @@
+"""Run the real Snakefile on a tiny config in a scratch copy of the repository."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COPIED = ["Snakefile", "rules", "scripts", "config", "envs", "profiles", "src"]
+
+
+def make_workdir(tmp: Path, config: dict, prepared_model: Path | None = None) -> Path:
+    work = tmp / "wf"
+    work.mkdir()
+    for name in COPIED:
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / name)
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    if prepared_model is not None:
+        shutil.copytree(prepared_model, work / "data" / "models" / config["subject"]["id"])
+    return work
+
+
+def snakemake(work: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def tiny_config(**overrides) -> dict:
+    config = {
+        "subject": {"id": "smol", "model": "embedded:smollm2-135m-instruct", "layers": [0, 29], "batch_size": 16},
+        "corpus": {"id": "pydocs", "source": "python_docs", "n_excerpts": 120, "excerpt_tokens": 32},
+        "extraction": {"top_k": 20, "random_n": 50},
+        "neuron_sets": {"rnd": {"kind": "random", "total": 3}, "top": {"kind": "top", "per_layer": 1}},
+    }
+    for key, value in overrides.items():
+        config[key] = value
+    return config
