@@ -10,6 +10,8 @@ if not workflow.overwrite_configfiles:
 
 include: "rules/common.smk"
 include: "rules/extract.smk"
+include: "rules/prompts.smk"
+include: "rules/explain.smk"
 
 
 rule all:

@@ -5,19 +5,22 @@
 # Wildcards only ever take the configured values (fast, unambiguous DAG).
 wildcard_constraints:
     subject=SUBJECT,
+    model_id=one_of(MODEL_IDS),
     corpus=CORPUS,
-    neuron_set="|".join(NEURON_SETS),
+    neuron_set=one_of(NEURON_SETS),
+    format=one_of(FORMATS),
+    explainer=one_of(EXPLAINERS),
 
 
 rule prepare_model:
     output:
-        directory("data/models/{subject}"),
+        directory("data/models/{model_id}"),
     params:
-        model=config["subject"]["model"],
+        model=model_name_for,
     log:
-        "logs/{subject}/prepare_model.log",
+        "logs/models/{model_id}.log",
     benchmark:
-        "benchmarks/{subject}/prepare_model.tsv"
+        "benchmarks/models/{model_id}.tsv"
     resources:
         mem_mb=4000,
         runtime=30,

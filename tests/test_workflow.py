@@ -39,8 +39,25 @@ def test_outputs_follow_the_contract(finished):
             assert len(splits["train"]) == 5 and len(splits["valid"]) == 10
             assert not splits["train"] & splits["valid"]
     assert len({(r["layer"], r["neuron"]) for r in pq.read_table(run / "records" / "top.parquet").to_pylist()}) == 2
-    for log in ("prepare_model", "pydocs/extract_activations"):
-        assert (finished / "logs" / "smol" / f"{log}.log").exists() or log == "prepare_model"
+    assert (finished / "logs" / "smol" / "pydocs" / "extract_activations.log").exists()
+
+
+def test_prompts_and_table1(finished):
+    import csv
+
+    run = finished / "results" / "smol" / "pydocs"
+    lines = [json.loads(x) for x in (run / "prompts" / "rnd" / "smollm2" / "Summary.jsonl").read_text().splitlines()]
+    assert len(lines) == 3
+    assert {"layer", "neuron", "format", "messages", "text", "prompt_tokens", "cutoff", "omitted_few_shot_records",
+            "prompt_hash"} <= set(lines[0])
+    assert lines[0]["messages"][-1]["content"].endswith("the main thing this neuron does is find")
+    rows = list(csv.DictReader(open(finished / "results" / "table1.csv")))
+    assert len(rows) == 2 * 5
+    by = {(r["neuron_set"], r["format"]): r for r in rows}
+    assert float(by[("rnd", "Original")]["ratio_vs_original"]) == 1.0
+    for fmt in ("Summary", "Highlight", "HighlightSummary", "AVHS"):
+        # every new format is shorter than Original, as in the paper's Table 1
+        assert float(by[("rnd", fmt)]["mean_prompt_tokens"]) < float(by[("rnd", "Original")]["mean_prompt_tokens"])
 
 
 def test_rerun_does_nothing(finished):
@@ -106,3 +123,45 @@ def test_corpus_smaller_than_k(tmp_path, embedded_model_dir):
     config["corpus"]["n_excerpts"] = 10
     work = _fails(tmp_path, config, embedded_model_dir, expect="fewer than extraction.top_k=20")
     assert not (work / "results" / "smol" / "pydocs" / "activations").exists()
+
+
+def _dry_run_jobs(work) -> dict[str, int]:
+    """{rule: count} from a dry run's job-stats table."""
+    proc = snakemake(work, "--cores", "2", "-n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:")[1].split("total")[0]
+    jobs = {}
+    for line in table.splitlines()[3:]:
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+def test_new_prompt_variant_schedules_only_its_jobs(finished, tmp_path):
+    import shutil
+
+    import yaml
+
+    work = tmp_path / "copy"
+    shutil.copytree(finished, work, symlinks=True)
+    config_path = work / "config" / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["prompt_formats"]["Summary-3ex"] = {"base": "Summary", "max_excerpts": 3}
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    jobs = _dry_run_jobs(work)
+    n_sets, n_explainers = len(config["neuron_sets"]), len(config["explainers"])
+    assert jobs.pop("render_prompts") == n_sets * n_explainers
+    assert jobs.pop("all") == 1
+    assert jobs.pop("table1") == 1
+    assert set(jobs) <= {"table2", "table6"}, jobs  # only aggregations may follow
+
+
+def test_unknown_format_is_rejected_at_start(tmp_path):
+    config = tiny_config()
+    config["prompt_formats"] = {"Original": {}, "Sumary": {}}
+    work = _fails(tmp_path, config, expect="unknown format 'Sumary'; known formats: AVHS, Highlight")
+    assert not (work / "results").exists()

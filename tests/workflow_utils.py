@@ -38,6 +38,8 @@ def tiny_config(**overrides) -> dict:
         "corpus": {"id": "pydocs", "source": "python_docs", "n_excerpts": 120, "excerpt_tokens": 32},
         "extraction": {"top_k": 20, "random_n": 50},
         "neuron_sets": {"rnd": {"kind": "random", "total": 3}, "top": {"kind": "top", "per_layer": 1}},
+        "prompt_formats": {"Original": {}, "Summary": {}, "Highlight": {}, "HighlightSummary": {}, "AVHS": {}},
+        "explainers": {"smollm2": {"provider": "local", "model": "smollm2-135m-instruct", "context_length": 8192}},
     }
     for key, value in overrides.items():
         config[key] = value

@@ -93,9 +93,9 @@ class LayerState:
         self.maxima[ids_np] = batch_max.cpu().numpy()
         self.seen[ids_np] = True
         self.count += acts.shape[0] * acts.shape[1]
-        acts64 = acts.double()
-        self.sum += acts64.sum(dim=(0, 1))
-        self.sumsq += (acts64 * acts64).sum(dim=(0, 1))
+        # float64 accumulation without a float64 copy of the batch
+        self.sum += torch.sum(acts, dim=(0, 1), dtype=torch.float64)
+        self.sumsq += torch.sum(acts * acts, dim=(0, 1), dtype=torch.float64)
         for row, eid in enumerate(ids_np):
             slot = self._slot.get(int(eid))
             if slot is not None:
@@ -103,26 +103,35 @@ class LayerState:
                 self.rand_filled[slot] = True
         cand_vals = batch_max.T  # (d, B)
         cand_ids = excerpt_ids.to(self.top_ids.device).unsqueeze(0).expand(self.d, -1)
-        self._merge_top(cand_vals, cand_ids, lambda sel: acts.permute(2, 0, 1)[sel])
+        # Only the (row, neuron) pairs that enter a top-k are ever copied out of the batch.
+        self._merge_top(cand_vals, cand_ids, lambda rows, neurons: acts[rows, :, neurons])
 
-    def _merge_top(self, cand_vals, cand_ids, cand_acts_for) -> None:
-        """Merge candidates into the top-k of every neuron that any candidate could enter."""
+    def _merge_top(self, cand_vals, cand_ids, fetch) -> None:
+        """Merge candidates into the top-k of every neuron that any candidate could enter.
+
+        ``fetch(cand_index, neuron)`` returns the activation vectors (m, T) of those candidates.
+        """
         import torch
 
         kth = self.top_vals[:, -1]
         sel = (cand_vals.max(dim=1).values >= kth).nonzero().squeeze(1)
         if sel.numel() == 0:
             return
+        k = self.k
         vals = torch.cat([self.top_vals[sel], cand_vals[sel]], dim=1)
         ids = torch.cat([self.top_ids[sel], cand_ids[sel]], dim=1)
         # Total order: value descending, then excerpt id ascending (two stable sorts).
         by_id = torch.argsort(ids, dim=1, stable=True)
-        by_val = torch.argsort(vals.gather(1, by_id), dim=1, descending=True, stable=True)[:, : self.k]
-        pos = by_id.gather(1, by_val)
-        acts = torch.cat([self.top_acts[sel], cand_acts_for(sel)], dim=1)
+        by_val = torch.argsort(vals.gather(1, by_id), dim=1, descending=True, stable=True)[:, :k]
+        pos = by_id.gather(1, by_val)  # (s, k): < k = an old slot, >= k = candidate pos - k
+        old = self.top_acts[sel]
+        new_acts = old.gather(1, pos.clamp(max=k - 1).unsqueeze(-1).expand(-1, -1, self.length))
+        fresh = (pos >= k).nonzero()
+        if fresh.numel():
+            new_acts[fresh[:, 0], fresh[:, 1]] = fetch(pos[fresh[:, 0], fresh[:, 1]] - k, sel[fresh[:, 0]])
         self.top_vals[sel] = vals.gather(1, pos)
         self.top_ids[sel] = ids.gather(1, pos)
-        self.top_acts[sel] = acts.gather(1, pos.unsqueeze(-1).expand(-1, -1, self.length))
+        self.top_acts[sel] = new_acts
 
     def merge(self, other: "LayerState") -> None:
         """Fold another shard's state into this one (disjoint excerpt ids, same random sample)."""
@@ -130,7 +139,7 @@ class LayerState:
             raise ExtractionError("cannot merge shards drawn with different random samples")
         if np.any(self.seen & other.seen):
             raise ExtractionError("cannot merge shards that share excerpts")
-        self._merge_top(other.top_vals, other.top_ids, lambda sel: other.top_acts[sel])
+        self._merge_top(other.top_vals, other.top_ids, lambda slots, neurons: other.top_acts[neurons, slots])
         fill = other.rand_filled & ~self.rand_filled
         self.rand_acts[:, fill, :] = other.rand_acts[:, fill, :]
         self.rand_filled |= other.rand_filled

@@ -1,0 +1,52 @@
+"""Opening a role's LLM client for one job: remote endpoints as configured, or the embedded engine.
+
+For ``provider: local`` the job starts the embedded engine itself (SmolLM2 loaded from the prepared model
+folder, an OpenAI-compatible server bound to 127.0.0.1 on a free port) and stops it when the job ends, so
+there is no manual server step; the stage code talks to it through the same client as to any endpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Iterator
+
+from .llm import LLMClient, RoleConfig
+
+log = logging.getLogger("autointerp.llm_stage")
+
+# Keys the workflow config adds to a role that are sampling/stage settings, not client settings.
+STAGE_KEYS = {"temperature", "top_p", "max_tokens", "samples", "seed", "mode", "top_logprobs"}
+
+
+def engine_folder(prepared_dir) -> Path:
+    """The Hugging Face folder of the embedded model inside a prepared model folder."""
+    path = Path(prepared_dir) / "hf"
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} is not a prepared embedded model folder (rule prepare_model)")
+    return path
+
+
+@contextlib.contextmanager
+def open_client(role: str, role_config: dict, *, cache_dir: str | None, engine_dir=None,
+                threads: int | None = None) -> Iterator[LLMClient]:
+    cfg = {k: v for k, v in role_config.items() if k not in STAGE_KEYS}
+    cfg["cache_dir"] = cache_dir
+    if cfg.get("provider") == "local":
+        from .local_engine import LocalEngine, serve
+
+        if engine_dir is None:
+            raise ValueError(f"role {role!r} uses the embedded engine but no prepared model folder was given")
+        engine = LocalEngine(engine_folder(engine_dir), threads=threads, model_name=cfg["model"])
+        with serve(engine, host="127.0.0.1", port=0) as base_url:
+            cfg["base_url"] = base_url
+            log.info("embedded engine for %s at %s", role, base_url)
+            yield LLMClient(RoleConfig.from_dict(role, cfg))
+    else:
+        yield LLMClient(RoleConfig.from_dict(role, cfg))
+
+
+def default_threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
