@@ -12,6 +12,7 @@ include: "rules/common.smk"
 include: "rules/extract.smk"
 include: "rules/prompts.smk"
 include: "rules/explain.smk"
+include: "rules/simulate.smk"
 
 
 rule all:

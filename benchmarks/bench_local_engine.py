@@ -113,6 +113,42 @@ def simulator_prompt(engine, prefix_tokens: int, tail_tokens: int, call: int) ->
     return _grow(engine, tail, n_prefix + tail_tokens)
 
 
+def http_overhead(engine, prompts: list[str]) -> None:
+    """The same (cached) echo call direct and through the loopback server + openai client: the HTTP/JSON cost."""
+    import asyncio
+
+    import openai
+
+    from autointerp.local_engine import serve
+
+    engine.cache_entries = 4
+
+    async def call(client, prompt):
+        t = time.perf_counter()
+        r = await client.completions.create(model="smollm2-135m-instruct", prompt=prompt, echo=True, max_tokens=0,
+                                            logprobs=15)
+        assert r.choices[0].text == prompt
+        return time.perf_counter() - t
+
+    async def run_all(base_url):
+        client = openai.AsyncOpenAI(base_url=base_url, api_key="local", max_retries=0)
+        try:
+            return [await call(client, p) for p in prompts]
+        finally:
+            await client.close()
+
+    direct = []
+    for p in prompts:
+        t = time.perf_counter()
+        engine.prompt_logprobs(p, 15)
+        direct.append(time.perf_counter() - t)
+    with serve(engine) as base_url:
+        via_http = asyncio.run(run_all(base_url))
+    d, h = statistics.median(direct), statistics.median(via_http)
+    print(f"  repeated echo calls (prompt fully cached, ~no model time) direct {d:.2f} s vs through HTTP + openai "
+          f"client {h:.2f} s: HTTP/JSON overhead {h - d:+.2f} s per call")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model_dir", nargs="?",
@@ -138,11 +174,24 @@ def main() -> int:
           f"{torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.2f}")
     t_start = time.perf_counter()
 
+    outputs: dict[str, object] = {}
+
     def run(mode: str, fn):
         engine.cache_entries = 4 if mode == "cached" else 0
         t = time.perf_counter()
-        fn()
+        outputs[mode] = fn()
         return time.perf_counter() - t, dict(engine.last_timing)
+
+    def max_diff(a, b) -> float:
+        """Largest |logprob difference| between two PromptLogprobs over tokens and shared top-15 entries."""
+        worst = 0.0
+        for x, y in zip(a.token_logprobs, b.token_logprobs):
+            if x is not None and y is not None:
+                worst = max(worst, abs(x - y))
+        for da, db in zip(a.top_logprobs, b.top_logprobs):
+            for tok in set(da or {}) & set(db or {}):
+                worst = max(worst, abs(da[tok] - db[tok]))
+        return worst
 
     results = {}
     if not args.skip_echo:
@@ -153,10 +202,13 @@ def main() -> int:
               f"{n_shared} shared")
         run("cached", lambda: engine.prompt_logprobs(prompts[0], 15))  # warm: stores the shared prefix
         rows = {"uncached": [], "cached": []}
+        diffs: list[float] = []
         for c in range(1, args.rounds + 1):
             for mode in ("uncached", "cached"):
                 dt, timing = run(mode, lambda: engine.prompt_logprobs(prompts[c], 15))
                 rows[mode].append((dt, timing))
+                if mode == "cached":
+                    diffs.append(max_diff(outputs["cached"], outputs["uncached"]))
                 print(f"  {mode:8s} call {c}: {dt:6.2f} s  (model ran {timing['prefill_tokens']} tokens, "
                       f"reused {timing['reused_tokens']}; {n_tok[c] / dt:6.0f} prompt tok/s effective)")
         med = {m: statistics.median(d for d, _ in v) for m, v in rows.items()}
@@ -165,7 +217,9 @@ def main() -> int:
               f"speed-up x{med['uncached'] / med['cached']:.2f}")
         print(f"  prefill (incl. top-15 over the vocab at each position) uncached: {fresh_rate:.0f} tok/s; "
               f"effective with cache: {statistics.median(n_tok[1:]) / med['cached']:.0f} prompt tok/s")
+        print(f"  cached vs uncached results: max |logprob difference| {max(diffs):.2e}")
         results["echo"] = med
+        http_overhead(engine, prompts[1:])
 
     if not args.skip_chat:
         convs = [explain_messages(engine, 11, 1300, 200, c) for c in range(args.rounds + 1)]
@@ -175,12 +229,15 @@ def main() -> int:
               f"{max(map(len, ids))} tokens, {n_shared} shared")
         run("cached", lambda: engine.chat(convs[0], temperature=1.0, top_p=1.0, max_tokens=60, seed=0))
         rows = {"uncached": [], "cached": []}
+        same = 0
         for c in range(1, args.rounds + 1):
             for mode in ("uncached", "cached"):
                 # ignore_eos: every call makes exactly 60 tokens, so calls are comparable
                 dt, timing = run(mode, lambda: engine.chat(convs[c], temperature=1.0, top_p=1.0, max_tokens=60,
                                                            seed=c, ignore_eos=True))
                 rows[mode].append((dt, timing))
+                if mode == "cached":
+                    same += outputs["cached"].token_ids == outputs["uncached"].token_ids
                 pre = timing["prefill_tokens"] / max(timing["prefill_s"], 1e-9)
                 dec = timing["decode_tokens"] / max(timing["decode_s"], 1e-9)
                 print(f"  {mode:8s} call {c}: {dt:6.2f} s  prefill {timing['prefill_tokens']:5d} tok "
@@ -190,6 +247,7 @@ def main() -> int:
         dec_rate = statistics.median(t["decode_tokens"] / t["decode_s"] for v in rows.values() for _, t in v)
         print(f"  calls/minute: uncached {60 / med['uncached']:.1f}, cached {60 / med['cached']:.1f}; "
               f"speed-up x{med['uncached'] / med['cached']:.2f}; generation {dec_rate:.1f} tok/s (median)")
+        print(f"  same seed, cached vs uncached: identical 60-token samples in {same}/{args.rounds} calls")
         results["chat"] = med
 
     print(f"\ntotal benchmark time {time.perf_counter() - t_start:.0f}s; load average now {os.getloadavg()[0]:.2f}")

@@ -19,6 +19,7 @@ CORPUS = config["corpus"]["id"]
 NEURON_SETS = sorted(config["neuron_sets"])
 FORMATS = sorted(config["prompt_formats"])
 EXPLAINERS = sorted(config["explainers"])
+SIMULATORS = sorted(config.get("simulators") or {})
 RUN = f"results/{SUBJECT}/{CORPUS}"
 
 
@@ -36,7 +37,7 @@ MODEL_IDS = sorted({SUBJECT, ENGINE_MODEL_ID})
 API_KEY_VARS = sorted(
     {
         r.get("api_key_env") or "OPENAI_API_KEY"
-        for r in config["explainers"].values()
+        for r in [*config["explainers"].values(), *(config.get("simulators") or {}).values()]
         if r["provider"] == "openai" and r.get("api_key_env", "OPENAI_API_KEY")
     }
 )
@@ -117,5 +118,18 @@ def explanation_files(wildcards=None):
                   explainer=EXPLAINERS, format=FORMATS)
 
 
+def score_files(wildcards=None):
+    return expand(f"{RUN}/scores/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}.parquet",
+                  neuron_set=NEURON_SETS, explainer=EXPLAINERS, simulator=SIMULATORS, format=FORMATS)
+
+
+def evaluation_tables(wildcards=None):
+    """Every enabled evaluation's table (the registry in autointerp.evaluations), for Table 6."""
+    from autointerp.evaluations import enabled_tables
+
+    return enabled_tables(config)
+
+
 def all_targets():
-    return ["results/table1.csv", "results/cost_estimate.csv"] + explanation_files()
+    targets = ["results/table1.csv", "results/cost_estimate.csv"] + explanation_files()
+    return targets + (["results/table6.csv"] if evaluation_tables() else [])

@@ -10,6 +10,7 @@ wildcard_constraints:
     neuron_set=one_of(NEURON_SETS),
     format=one_of(FORMATS),
     explainer=one_of(EXPLAINERS),
+    simulator=one_of(SIMULATORS) if SIMULATORS else "(?!)",
 
 
 rule prepare_model:

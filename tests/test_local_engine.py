@@ -363,3 +363,25 @@ def test_prompt_logprobs_values_are_finite(engine):
     res = engine.prompt_logprobs("a b c d e", 15)
     for d in res.top_logprobs[1:]:
         assert all(math.isfinite(v) and v <= 0 for v in d.values())
+
+
+def test_hidden_bos_scores_the_first_token(tiny_model_dir):
+    eng = LocalEngine(tiny_model_dir, cache_entries=0, add_bos=True)
+    prompt = "The cat sat on the mat."
+    res = eng.prompt_logprobs(prompt, top_logprobs=5)
+    assert "".join(res.tokens) == prompt and res.token_ids == eng.tokenize(prompt)  # BOS is context, not output
+    bos = eng.tokenizer.bos_token_id
+    lsm = _brute_logsoftmax(eng, [bos] + res.token_ids)
+    for i in range(len(res.tokens)):  # with BOS, token i is predicted at row i
+        assert abs(res.token_logprobs[i] - lsm[i, res.token_ids[i]].item()) < 1e-4
+        assert res.top_token_ids[i] == torch.topk(lsm[i], 5).indices.tolist()
+
+
+def test_stop_strings_cut_the_text(engine):
+    full = engine.chat(MSGS, temperature=0, max_tokens=12)
+    text = full.text
+    if len(text) < 4:
+        pytest.skip("greedy output too short to cut")
+    stop = text[len(text) // 2 : len(text) // 2 + 2]
+    cut = engine.chat(MSGS, temperature=0, max_tokens=12, stop=[stop])
+    assert cut.finish_reason == "stop" and cut.text == text[: text.find(stop)]

@@ -7,15 +7,24 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from workflow_utils import make_workdir, snakemake, tiny_config
+from fake_simulator import simulator_script
+from loopback_server import LoopbackServer
+from workflow_utils import PLANTED_KEY, loopback_roles, make_workdir, snakemake, tiny_config
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, embedded_model_dir):
-    work = make_workdir(tmp_path_factory.mktemp("run"), tiny_config(), embedded_model_dir)
-    proc = snakemake(work, "--cores", "2")
+def server():
+    with LoopbackServer(script=simulator_script) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, embedded_model_dir, server):
+    config = tiny_config(**loopback_roles(server.base_url))
+    work = make_workdir(tmp_path_factory.mktemp("run"), config, embedded_model_dir)
+    proc = snakemake(work, "--cores", "2", "results/table6.csv")
     assert proc.returncode == 0, proc.stderr[-4000:]
     return work
 
@@ -46,7 +55,7 @@ def test_prompts_and_table1(finished):
     import csv
 
     run = finished / "results" / "smol" / "pydocs"
-    lines = [json.loads(x) for x in (run / "prompts" / "rnd" / "smollm2" / "Summary.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in (run / "prompts" / "rnd" / "loop" / "Summary.jsonl").read_text().splitlines()]
     assert len(lines) == 3
     assert {"layer", "neuron", "format", "messages", "text", "prompt_tokens", "cutoff", "omitted_few_shot_records",
             "prompt_hash"} <= set(lines[0])
@@ -60,10 +69,61 @@ def test_prompts_and_table1(finished):
         assert float(by[("rnd", fmt)]["mean_prompt_tokens"]) < float(by[("rnd", "Original")]["mean_prompt_tokens"])
 
 
-def test_rerun_does_nothing(finished):
+def test_rerun_does_nothing_and_makes_no_requests(finished, server):
+    before = server.count()
     proc = snakemake(finished, "--cores", "2", "-n")
     assert proc.returncode == 0
     assert "Nothing to be done" in proc.stdout + proc.stderr
+    # forcing the API rules re-runs them from the response cache: zero requests
+    proc = snakemake(finished, "--cores", "2", "--forcerun", "explain", "simulate_score", "results/table6.csv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert server.count() == before
+
+
+def test_planted_key_never_written(finished):
+    leaks = []
+    for path in finished.rglob("*"):
+        if path.is_file() and "src" not in path.relative_to(finished).parts[:1]:
+            try:
+                if PLANTED_KEY.encode() in path.read_bytes():
+                    leaks.append(str(path.relative_to(finished)))
+            except OSError:
+                pass
+    assert leaks == []
+    assert any((finished / ".cache" / "llm").rglob("*.json"))  # the cache was really written (and searched)
+
+
+def test_explanations_scores_and_tables(finished):
+    import csv
+
+    run = finished / "results" / "smol" / "pydocs"
+    lines = [json.loads(x) for x in (run / "explanations" / "rnd" / "loop" / "AVHS.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and all(line["valid"] and line["explanation"] for line in lines)
+    assert {"layer", "neuron", "format", "explanation", "raw_completion", "model", "params", "usage",
+            "cache_key"} <= set(lines[0])
+    scores = pq.read_table(run / "scores" / "rnd" / "loop" / "loop" / "AVHS.parquet").to_pylist()
+    assert len(scores) == 3
+    preds = pq.read_table(run / "simulations" / "rnd" / "loop" / "loop" / "AVHS.parquet").to_pylist()
+    assert len(preds) == 3 * 10 * 32
+    # recompute each expected value from its stored distribution, and the pooled score from the predictions
+    import numpy as np
+    for p in preds[:200]:
+        if p["flag"] == "ok":
+            assert p["expected_value"] == pytest.approx(sum(k * q for k, q in enumerate(p["distribution"])), abs=1e-9)
+    first = scores[0]
+    mine = [p for p in preds if (p["layer"], p["neuron"]) == (first["layer"], first["neuron"])]
+    ok = [p for p in mine if p["expected_value"] is not None]
+    assert first["score"] == pytest.approx(np.corrcoef([p["true_activation"] for p in ok],
+                                                       [p["expected_value"] for p in ok])[0, 1], abs=1e-6)
+    table2 = list(csv.DictReader(open(finished / "results" / "table2.csv")))
+    assert {r["format"] for r in table2} == {"Original", "Summary", "Highlight", "HighlightSummary", "AVHS"}
+    assert all(r["rnd_n"] == "3" for r in table2)
+    table6 = list(csv.DictReader(open(finished / "results" / "table6.csv")))
+    assert {r["format"] for r in table6} == {"Original", "Summary", "Highlight", "HighlightSummary", "AVHS"}
+    ranks = sorted(float(r["average_rank"]) for r in table6)
+    assert ranks[0] >= 1 and ranks[-1] <= 5 and sum(float(r["simulate[loop/loop/rnd]"]) for r in table6) == 15
+    cost = list(csv.DictReader(open(finished / "results" / "cost_estimate.csv")))
+    assert cost[-1]["stage"] == "total" and int(cost[-1]["calls"]) == 5 * 5
 
 
 def test_lint_and_slurm_dry_run(finished):
@@ -157,7 +217,10 @@ def test_new_prompt_variant_schedules_only_its_jobs(finished, tmp_path):
     assert jobs.pop("render_prompts") == n_sets * n_explainers
     assert jobs.pop("all") == 1
     assert jobs.pop("table1") == 1
-    assert set(jobs) <= {"table2", "table6"}, jobs  # only aggregations may follow
+    assert jobs.pop("explain") == n_sets * n_explainers
+    assert jobs.pop("simulate_score") == n_sets * n_explainers * len(config["simulators"])
+    assert jobs.pop("cost_estimate") == 1
+    assert set(jobs) == {"table2", "table6"}, jobs  # only the aggregations follow
 
 
 def test_unknown_format_is_rejected_at_start(tmp_path):

@@ -26,10 +26,20 @@ def make_workdir(tmp: Path, config: dict, prepared_model: Path | None = None) ->
     return work
 
 
+PLANTED_KEY = "sk-planted-SECRET-4f1c9e"
+
+
 def snakemake(work: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "AUTOINTERP_TEST_KEY": PLANTED_KEY}
     return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=work, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def loopback_roles(base_url: str) -> dict:
+    """Explainer and simulator on the loopback test server; the key comes from a planted env var."""
+    role = {"provider": "openai", "model": "loop-model", "base_url": base_url, "api_key_env": "AUTOINTERP_TEST_KEY",
+            "context_length": 8192, "concurrency": 8}
+    return {"explainers": {"loop": dict(role)}, "simulators": {"loop": {**role, "mode": "prompt_logprobs"}}}
 
 
 def tiny_config(**overrides) -> dict:
@@ -40,6 +50,7 @@ def tiny_config(**overrides) -> dict:
         "neuron_sets": {"rnd": {"kind": "random", "total": 3}, "top": {"kind": "top", "per_layer": 1}},
         "prompt_formats": {"Original": {}, "Summary": {}, "Highlight": {}, "HighlightSummary": {}, "AVHS": {}},
         "explainers": {"smollm2": {"provider": "local", "model": "smollm2-135m-instruct", "context_length": 8192}},
+        "llm": {"cache_dir": ".cache/llm"},
     }
     for key, value in overrides.items():
         config[key] = value

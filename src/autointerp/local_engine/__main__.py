@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=0, help="port (0: any free port)")
     p.add_argument("--ready-file", type=Path, help="write the base URL here once listening")
     p.add_argument("--keep-ready-file", action="store_true", help="leave the ready file in place on exit")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default 1: steadiest when other jobs share the cores; "
+                   "with 2, also set OMP_WAIT_POLICY=PASSIVE in the environment)")
     p.add_argument("--dtype", choices=sorted(_DTYPES), default="float32")
     p.add_argument("--cache-entries", type=int, default=4, help="prefix KV cache entries (0 disables)")
     p.add_argument("--model-name", default=None, help="the id /v1/models reports (any name is accepted)")
