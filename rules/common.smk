@@ -61,6 +61,16 @@ def engine_inputs(role):
     return get
 
 
+def engine_slots(role):
+    """1 for jobs that run the embedded engine: with the profile's local_engine=1 they run one at a time,
+    so several engines never fight over the same cores (--cores 8 on a 2-core laptop)."""
+
+    def get(wildcards):
+        return 1 if config[role][getattr(wildcards, role[:-1])]["provider"] == "local" else 0
+
+    return get
+
+
 def role_entry(role):
     """One role entry (e.g. one explainer): editing another explainer does not rerun this job."""
 

@@ -27,6 +27,7 @@ rule explain:
     threads: config["llm"]["engine_threads"]
     resources:
         api_calls=1,
+        local_engine=engine_slots("explainers"),
         mem_mb=3000,
         runtime=120,
     conda:

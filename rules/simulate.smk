@@ -20,6 +20,7 @@ rule simulate_score:
     threads: config["llm"]["engine_threads"]
     resources:
         api_calls=1,
+        local_engine=engine_slots("simulators"),
         mem_mb=3000,
         runtime=240,
     conda:

@@ -54,6 +54,27 @@ def random_sample_ids(n_excerpts: int, n: int, seed: int) -> np.ndarray:
     return rng.choice(n_excerpts, size=n, replace=False).astype(np.int64)
 
 
+def order_keys(vals, ids):
+    """int64 keys ordering candidates by value (descending), then excerpt id (ascending): larger is better.
+
+    The float32 value's bits are mapped to an order-preserving int32 (negative floats have their magnitude bits
+    flipped) in the high half; ``2**31 - 1 - id`` fills the low half, so equal values prefer the smaller id.
+    Exact, with no tie left to an unstable sort. NaN counts as -inf; -0.0 as +0.0.
+    """
+    import torch
+
+    vals = torch.nan_to_num(vals.float(), nan=float("-inf")) + 0.0
+    bits = vals.contiguous().view(torch.int32)
+    bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    return (bits.to(torch.int64) << 32) | ((2**31 - 1) - ids.to(torch.int64))
+
+
+def torch_argsort_desc(keys):
+    import torch
+
+    return torch.argsort(keys, dim=1, descending=True)
+
+
 class LayerState:
     """Streaming summary of one layer's neurons (torch tensors on the model's device)."""
 
@@ -62,8 +83,11 @@ class LayerState:
         import torch
 
         self.d, self.k, self.length = d, k, length
+        # The k slots of a neuron are unordered while streaming (entries are only ever overwritten in place);
+        # they are sorted once, at the end. ``top_key`` encodes the total order (see order_keys).
         self.top_vals = torch.full((d, k), float("-inf"), device=device)
         self.top_ids = torch.full((d, k), -1, dtype=torch.int64, device=device)
+        self.top_key = order_keys(self.top_vals, self.top_ids)
         self.top_acts = torch.zeros((d, k, length), device=device)
         self.random_ids = np.asarray(random_ids, dtype=np.int64)
         self._slot = {int(e): i for i, e in enumerate(self.random_ids)}
@@ -93,9 +117,9 @@ class LayerState:
         self.maxima[ids_np] = batch_max.cpu().numpy()
         self.seen[ids_np] = True
         self.count += acts.shape[0] * acts.shape[1]
-        # float64 accumulation without a float64 copy of the batch
-        self.sum += torch.sum(acts, dim=(0, 1), dtype=torch.float64)
-        self.sumsq += torch.sum(acts * acts, dim=(0, 1), dtype=torch.float64)
+        # Per-excerpt partial sums in float32 (64 values), accumulated across excerpts in float64.
+        self.sum += acts.sum(dim=1).sum(dim=0, dtype=torch.float64)
+        self.sumsq += (acts * acts).sum(dim=1).sum(dim=0, dtype=torch.float64)
         for row, eid in enumerate(ids_np):
             slot = self._slot.get(int(eid))
             if slot is not None:
@@ -107,31 +131,37 @@ class LayerState:
         self._merge_top(cand_vals, cand_ids, lambda rows, neurons: acts[rows, :, neurons])
 
     def _merge_top(self, cand_vals, cand_ids, fetch) -> None:
-        """Merge candidates into the top-k of every neuron that any candidate could enter.
+        """Merge candidates into each neuron's top-k under the total order of ``order_keys``.
 
-        ``fetch(cand_index, neuron)`` returns the activation vectors (m, T) of those candidates.
+        ``fetch(candidate_index, neuron)`` returns the activation vectors (m, T) of the entering candidates.
+        Evicted slots are overwritten in place; nothing else moves.
         """
         import torch
 
-        kth = self.top_vals[:, -1]
-        sel = (cand_vals.max(dim=1).values >= kth).nonzero().squeeze(1)
+        cand_key = order_keys(cand_vals, cand_ids)
+        worst = self.top_key.min(dim=1).values
+        sel = (cand_key.max(dim=1).values > worst).nonzero().squeeze(1)
         if sel.numel() == 0:
             return
         k = self.k
-        vals = torch.cat([self.top_vals[sel], cand_vals[sel]], dim=1)
-        ids = torch.cat([self.top_ids[sel], cand_ids[sel]], dim=1)
-        # Total order: value descending, then excerpt id ascending (two stable sorts).
-        by_id = torch.argsort(ids, dim=1, stable=True)
-        by_val = torch.argsort(vals.gather(1, by_id), dim=1, descending=True, stable=True)[:, :k]
-        pos = by_id.gather(1, by_val)  # (s, k): < k = an old slot, >= k = candidate pos - k
-        old = self.top_acts[sel]
-        new_acts = old.gather(1, pos.clamp(max=k - 1).unsqueeze(-1).expand(-1, -1, self.length))
-        fresh = (pos >= k).nonzero()
-        if fresh.numel():
-            new_acts[fresh[:, 0], fresh[:, 1]] = fetch(pos[fresh[:, 0], fresh[:, 1]] - k, sel[fresh[:, 0]])
-        self.top_vals[sel] = vals.gather(1, pos)
-        self.top_ids[sel] = ids.gather(1, pos)
-        self.top_acts[sel] = new_acts
+        keys = torch.cat([self.top_key[sel], cand_key[sel]], dim=1)
+        keep = torch.zeros_like(keys, dtype=torch.bool).scatter_(1, keys.topk(k, dim=1, sorted=False).indices, True)
+        # Row-major nonzero lists each row's evicted slots and entering candidates in order, and a row has as
+        # many of one as of the other: the two lists pair up element by element.
+        ev_row, slot = (~keep[:, :k]).nonzero(as_tuple=True)
+        in_row, cand = keep[:, k:].nonzero(as_tuple=True)
+        rows = sel[ev_row]
+        self.top_key[rows, slot] = cand_key[rows, cand]
+        self.top_vals[rows, slot] = cand_vals[rows, cand]
+        self.top_ids[rows, slot] = cand_ids[rows, cand]
+        self.top_acts[rows, slot] = fetch(cand, rows)
+
+    def ordered_top(self):
+        """(values, ids, activations) of each neuron's top-k, best first."""
+        order = torch_argsort_desc(self.top_key)
+        length = self.length
+        return (self.top_vals.gather(1, order), self.top_ids.gather(1, order),
+                self.top_acts.gather(1, order.unsqueeze(-1).expand(-1, -1, length)))
 
     def merge(self, other: "LayerState") -> None:
         """Fold another shard's state into this one (disjoint excerpt ids, same random sample)."""
@@ -171,14 +201,15 @@ class LayerState:
         def fixed(arr: np.ndarray, size: int, typ) -> pa.Array:
             return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(arr).reshape(-1), type=typ), size)
 
-        top_vals = self.top_vals.cpu().numpy()
+        ordered_vals, ordered_ids, ordered_acts = self.ordered_top()
+        top_vals = ordered_vals.cpu().numpy()
         columns = {
             "layer": pa.array(np.full(d, layer, dtype=np.int32)),
             "neuron": pa.array(np.arange(d, dtype=np.int32)),
             "max_activation": pa.array(top_vals[:, 0].astype(np.float32)),
-            "top_excerpt_ids": fixed(self.top_ids.cpu().numpy(), k, pa.int64()),
+            "top_excerpt_ids": fixed(ordered_ids.cpu().numpy(), k, pa.int64()),
             "top_max_activations": fixed(top_vals.astype(np.float32), k, pa.float32()),
-            "top_activations": nested(self.top_acts.cpu().numpy(), length, k),
+            "top_activations": nested(ordered_acts.cpu().numpy(), length, k),
             "random_excerpt_ids": fixed(np.tile(self.random_ids, (d, 1)), r, pa.int64()),
             "random_activations": nested(self.rand_acts.cpu().numpy(), length, r),
             "quantiles": fixed(quantiles.astype(np.float32), len(quantile_levels), pa.float32()),

@@ -40,6 +40,9 @@ def open_client(role: str, role_config: dict, *, cache_dir: str | None, engine_d
         if engine_dir is None:
             raise ValueError(f"role {role!r} uses the embedded engine but no prepared model folder was given")
         engine = LocalEngine(engine_folder(engine_dir), threads=threads, model_name=cfg["model"])
+        # The engine serves one request at a time (CPU-bound): a deep client queue would only time out.
+        cfg["concurrency"] = min(int(cfg.get("concurrency", 2)), 2)
+        cfg["timeout_s"] = max(float(cfg.get("timeout_s", 60)), 900.0)
         with serve(engine, host="127.0.0.1", port=0) as base_url:
             cfg["base_url"] = base_url
             log.info("embedded engine for %s at %s", role, base_url)

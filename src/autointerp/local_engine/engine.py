@@ -17,13 +17,20 @@ no recomputation (the last shared position is always recomputed, because the tok
 Results equal the uncached computation up to float rounding (tested to 1e-4).
 
 The key/value buffers grow by doubling instead of transformers' ``DynamicCache`` concatenating every step (which
-copies the whole cache per generated token; measurable at 1,500 tokens of context).
+copies the whole cache per generated token): generation at 1,500 tokens of context measured 16.8 vs 15.0 tok/s
+(medians of 3 interleaved runs, 1 thread).
 
-BOS: the raw prompt is tokenised exactly as the tokenizer does with ``add_special_tokens=True`` minus nothing
-added by us: if the tokenizer itself prepends a BOS (Llama-2 style), the engine prepends it too but hides it from
-the returned tokens (it is context, not prompt text), so ``top_logprobs[0]`` then exists. SmolLM2's tokenizer
-adds no BOS (its ``bos_token`` ``<|im_start|>`` is the chat-turn marker), so none is prepended and entry 0 is None,
-as with OpenAI's models. ``add_bos=True/False`` overrides.
+BOS: a raw prompt (``prompt_logprobs``, ``complete``) gets exactly the special prefix the tokenizer itself adds with
+``add_special_tokens=True``. If that is a BOS (Llama-2 style), the engine feeds it but hides it from the returned
+tokens (context, not prompt text), so ``top_logprobs[0]`` then exists. SmolLM2's tokenizer adds nothing (its
+``bos_token`` ``<|im_start|>`` is the chat-turn marker, which its chat template puts only before each turn), so
+nothing is prepended and entry 0 is None, as with OpenAI's models. ``add_bos=True/False`` overrides. Chat prompts
+are the chat template's text, which carries its own special tokens; no BOS is added to them either.
+
+Tokens: strings come from each token's exact bytes (see ``tokens.py``), so ``''.join(tokens) == prompt`` for any
+prompt whose characters are not split across tokens; a split multi-byte character (CJK, emoji) yields OpenAI's
+``"bytes:\\xe6"`` spellings, which the reference simulator parser reassembles. ``text_offset`` is the character
+offset in the prompt where each token's first byte lies.
 """
 
 from __future__ import annotations
@@ -389,7 +396,7 @@ class LocalEngine:
         ids = self._bos_prefix + text_ids
         if n_text == 0:
             return PromptLogprobs([], [], [], [], [], [], True)
-        self._check_length(len(ids), 0)
+        self._check_length(len(ids))
         wanted = range(n_text) if positions is None else sorted({int(p) for p in positions if 0 <= int(p) < n_text})
         needed_rows = sorted({i + b - 1 for i in wanted if i + b - 1 >= 0})
         with self._lock:
@@ -449,7 +456,7 @@ class LocalEngine:
                 out[s] = _finite(lp)
         return out
 
-    def _check_length(self, n_prompt: int, n_new: int) -> None:
+    def _check_length(self, n_prompt: int) -> None:
         if n_prompt >= self.max_context:
             raise EngineError(
                 f"prompt is {n_prompt} tokens; this model's context is {self.max_context} tokens", "prompt"
@@ -527,13 +534,12 @@ class LocalEngine:
         self.stats["reused_tokens"] += reuse
         out = self._base(input_ids=ids_t[reuse:].unsqueeze(0), past_key_values=cache, use_cache=True)
         hidden = out.last_hidden_state[0]  # (n - reuse, d)
-        todo = [r for r in range(reuse, n) if bool(needed[r])]
-        if todo:
-            todo_t = torch.tensor(todo, dtype=torch.int64)
-            nxt = torch.full((len(todo),), -1, dtype=torch.int64)
+        todo_t = torch.nonzero(needed[reuse:]).flatten() + reuse
+        if todo_t.numel():
+            nxt = torch.full((todo_t.numel(),), -1, dtype=torch.int64)
             has_next = todo_t + 1 < n
             nxt[has_next] = ids_t[todo_t[has_next] + 1]
-            for s in range(0, len(todo), _LM_HEAD_CHUNK):
+            for s in range(0, todo_t.numel(), _LM_HEAD_CHUNK):
                 sel = todo_t[s : s + _LM_HEAD_CHUNK]
                 lsm = torch.log_softmax(self._logits(hidden[sel - reuse]), dim=-1)
                 v, i = torch.topk(lsm, k_store, dim=-1)
@@ -592,7 +598,7 @@ class LocalEngine:
         top_k = _check_top(top_logprobs or 0, "top_logprobs", allow_zero=True) if logprobs else 0
         stops = _check_stop(stop)
         n = len(ids)
-        self._check_length(n, 0)
+        self._check_length(n)
         room = self.max_context - n
         if max_tokens is None:
             limit = room
