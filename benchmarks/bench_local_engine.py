@@ -6,11 +6,13 @@ MODEL_DIR defaults to $AUTOINTERP_SMOLLM2_DIR, else /tmp/smollm2_hf (made by
 ``autointerp.subject_models.dequantise_embedded``).
 
 (a) explain-like chat calls: ~1,500-token prompt sharing a ~1,300-token prefix, 60 new tokens, temperature 1;
-(b) simulator-like echo calls: ~1,300-token prompt sharing a ~1,000-token prefix, top-15 logprobs at every position.
+(b) simulator-like echo calls: ~1,300-token prompt sharing a ~1,000-token prefix, top-15 logprobs at every position;
+(c) the same echo calls with and without the number-aware mode (``merge_digit_numbers``: one extra batched forward
+    for the positions whose top-15 holds "1"), uncached and with the shared prefix cached.
 
 Cached and uncached calls are interleaved (uncached, cached, uncached, ...) so that load from other processes on
 the machine hits both alike; the ratios printed come from one run. Each call has a different tail, as in the
-workflow. Runtime is about 1-3 minutes on 2 cores.
+workflow. Runtime is about 2-5 minutes on 2 cores (``--skip-chat/--skip-echo/--skip-number-aware``).
 """
 
 from __future__ import annotations
@@ -149,6 +151,33 @@ def http_overhead(engine, prompts: list[str]) -> None:
           f"client {h:.2f} s: HTTP/JSON overhead {h - d:+.2f} s per call")
 
 
+def number_aware_cost(engine, prompts: list[str], rounds: int) -> None:
+    """(c): echo calls with merge_digit_numbers off/on, interleaved; uncached, then with the prefix cached."""
+    print(f"\n(c) number-aware echo (top-15, merge_digit_numbers): prompts {len(engine.tokenize(prompts[1]))}+ tokens")
+    for cached in (False, True):
+        engine.cache_entries = 4 if cached else 0
+        engine.clear_cache()
+        if cached:  # stores the shared prefix, with its "1"-continuations
+            engine.prompt_logprobs(prompts[0], 15, merge_digit_numbers=True)
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for c in range(1, rounds + 1):
+            for merge in (False, True):
+                if cached:  # each call finds only the shared prefix, as in the workflow
+                    engine.clear_cache()
+                    engine.prompt_logprobs(prompts[0], 15, merge_digit_numbers=True)
+                t = time.perf_counter()
+                res = engine.prompt_logprobs(prompts[c], 15, merge_digit_numbers=merge)
+                times[merge].append(time.perf_counter() - t)
+                timing = engine.last_timing
+                extra = (f"; {len(res.digit_merged)} positions merged, {timing['digit_queries']} extra queries in "
+                         f"{timing['digit_s']:.2f}s") if merge else ""
+                print(f"  {'cached' if cached else 'uncached':8s} call {c} merge={str(merge):5s}: "
+                      f"{times[merge][-1]:6.2f} s (model ran {timing['prefill_tokens']} tokens{extra})")
+        off, on = statistics.median(times[False]), statistics.median(times[True])
+        print(f"  {'cached' if cached else 'uncached'} median s/call: off {off:.2f}, on {on:.2f} (x{on / off:.2f})")
+    engine.cache_entries = 4
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model_dir", nargs="?",
@@ -157,6 +186,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved uncached/cached pairs per workload")
     ap.add_argument("--skip-chat", action="store_true")
     ap.add_argument("--skip-echo", action="store_true")
+    ap.add_argument("--skip-number-aware", action="store_true")
     args = ap.parse_args()
     if not Path(args.model_dir, "config.json").is_file():
         print(f"no model folder at {args.model_dir}; make one with autointerp.subject_models.dequantise_embedded",
@@ -220,6 +250,10 @@ def main() -> int:
         print(f"  cached vs uncached results: max |logprob difference| {max(diffs):.2e}")
         results["echo"] = med
         http_overhead(engine, prompts[1:])
+
+    if not args.skip_number_aware:
+        number_aware_cost(engine, [simulator_prompt(engine, 1000, 300, c) for c in range(args.rounds + 1)],
+                          args.rounds)
 
     if not args.skip_chat:
         convs = [explain_messages(engine, 11, 1300, 200, c) for c in range(args.rounds + 1)]

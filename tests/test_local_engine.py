@@ -385,3 +385,157 @@ def test_stop_strings_cut_the_text(engine):
     stop = text[len(text) // 2 : len(text) // 2 + 2]
     cut = engine.chat(MSGS, temperature=0, max_tokens=12, stop=[stop])
     assert cut.finish_reason == "stop" and cut.text == text[: text.find(stop)]
+
+
+# ------------------------------------------------------------------------------------------------ number-aware mode
+
+DIGIT_PROMPT = PREFIX + TAIL_A + "red\t10\nblue\t1\n"
+
+
+@pytest.fixture(scope="session")
+def digit_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model with the (tied) embeddings of "1" and "0" scaled x4 and of "2".."9" x3, so that "1" enters
+    the top-N at many positions, "10" sometimes beats the N-th entry and "1" sometimes drops out (random weights
+    alone never rank "1" that high)."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = LlamaForCausalLM.from_pretrained(tiny_model_dir).eval()
+    digit_ids = [tok.convert_tokens_to_ids(str(d)) for d in range(10)]
+    with torch.no_grad():
+        emb = model.get_input_embeddings().weight
+        for d, t in enumerate(digit_ids):
+            emb[t] *= 4.0 if d in (0, 1) else 3.0
+    out = tmp_path_factory.mktemp("tiny_llama_digits")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def digit_engine(digit_model_dir):
+    return LocalEngine(digit_model_dir, cache_entries=0)
+
+
+def _digit_ids(engine: LocalEngine) -> list[int]:
+    ids = [engine.tokenize(str(d)) for d in range(10)]
+    assert all(len(x) == 1 for x in ids) and len(engine.tokenize("10")) == 2  # SmolLM2 splits numbers into digits
+    return [x[0] for x in ids]
+
+
+def _check_merged(engine: LocalEngine, raw, merged, n_top: int, context: list[int]) -> tuple[int, int]:
+    """Merged entries against brute force (prefix + "1" run through the model on its own, float64 softmax);
+    everything else bit-identical to the raw result. Returns (#positions merged, #where "10" made the top-N)."""
+    digits = _digit_ids(engine)
+    one, zero = digits[1], digits[0]
+    assert raw.digit_merged is None
+    assert merged.tokens == raw.tokens and merged.token_ids == raw.token_ids
+    assert merged.token_logprobs == raw.token_logprobs and merged.top_token_ids == raw.top_token_ids
+    expect = [i for i, t in enumerate(raw.top_token_ids) if t is not None and one in t]
+    assert merged.digit_merged == expect
+    tens = 0
+    for i, (a, b) in enumerate(zip(raw.top_logprobs, merged.top_logprobs)):
+        if i not in expect:
+            assert a == b  # positions without "1" in the top-N are untouched
+            continue
+        assert len(b) <= n_top and list(b.values()) == sorted(b.values(), reverse=True)
+        full = context + raw.token_ids[:i] + [one]
+        with torch.inference_mode():
+            lsm = torch.log_softmax(engine.model(torch.tensor([full])).logits[0].double(), dim=-1)
+        p1 = lsm[-2, one]  # P("1") at position i; the last row is the distribution after prefix + "1"
+        nondigit = lsm[-1].clone()
+        nondigit[digits] = float("-inf")
+        want = {"10": (p1 + lsm[-1, zero]).item(), "1": (p1 + torch.logsumexp(nondigit, 0)).item()}
+        kth = min(b.values())
+        for tok, value in want.items():
+            if tok in b:
+                assert abs(b[tok] - value) < 1e-4, (i, tok, b[tok], value)
+            else:  # pushed out: it must not beat the N-th entry kept
+                assert len(b) == n_top and value <= kth + 1e-4
+        tens += "10" in b
+        others = {t: v for t, v in a.items() if t != "1"}
+        for t, v in b.items():
+            if t not in ("1", "10"):
+                assert others[t] == v
+        assert set(others) - set(b) == set() or len(b) == n_top  # only the tail of the raw list can drop out
+    return len(expect), tens
+
+
+def test_number_aware_merge_equals_brute_force(digit_engine, monkeypatch):
+    from autointerp.local_engine import engine as engine_module
+
+    raw = digit_engine.prompt_logprobs(DIGIT_PROMPT, 15)
+    merged = digit_engine.prompt_logprobs(DIGIT_PROMPT, 15, merge_digit_numbers=True)
+    n_merged, tens = _check_merged(digit_engine, raw, merged, 15, [])
+    assert n_merged >= 10 and tens >= 2 and n_merged < len(raw.tokens) - 1
+    assert digit_engine.last_timing["digit_queries"] == n_merged  # one batched extra pass over these positions
+    # a short top-N: "10" enters and pushes out the N-th; merge with N=3 keeps 3
+    raw3 = digit_engine.prompt_logprobs(DIGIT_PROMPT, 3)
+    merged3 = digit_engine.prompt_logprobs(DIGIT_PROMPT, 3, merge_digit_numbers=True)
+    _check_merged(digit_engine, raw3, merged3, 3, [])
+    # chunked extra pass (here 4 queries per forward instead of 128): same values
+    monkeypatch.setattr(engine_module, "_DIGIT_CHUNK", 4)
+    chunked = digit_engine.prompt_logprobs(DIGIT_PROMPT, 15, merge_digit_numbers=True)
+    assert chunked.digit_merged == merged.digit_merged
+    _assert_same_pl(chunked, merged)
+
+
+def test_number_aware_is_off_by_default_and_caches(digit_model_dir, digit_engine):
+    raw = digit_engine.prompt_logprobs(DIGIT_PROMPT, 15)
+    off = digit_engine.prompt_logprobs(DIGIT_PROMPT, 15, merge_digit_numbers=False)
+    assert raw == off and raw.digit_merged is None and "digit_s" not in digit_engine.last_timing
+    assert not any("10" in d for d in raw.top_logprobs[1:])
+    ref = {t: digit_engine.prompt_logprobs(PREFIX + t, 15, merge_digit_numbers=True) for t in (TAIL_A, TAIL_B)}
+    eng = LocalEngine(digit_model_dir, cache_entries=4)
+    eng.prompt_logprobs(PREFIX + TAIL_A, 15)  # stored without the mode: its rows have no "1"-continuations
+    for tail in (TAIL_B, TAIL_A, TAIL_B):
+        got = eng.prompt_logprobs(PREFIX + tail, 15, merge_digit_numbers=True)
+        assert eng.last_timing["reused_tokens"] > 0
+        assert got.digit_merged == ref[tail].digit_merged
+        _assert_same_pl(got, ref[tail])
+    assert eng.last_timing["digit_queries"] == 0  # the third call found every continuation in the prefix cache
+    # a hidden BOS shifts rows by one: still the brute-force values
+    bos_eng = LocalEngine(digit_model_dir, cache_entries=0, add_bos=True)
+    raw_b = bos_eng.prompt_logprobs(TAIL_A + "red\t10\n", 15)
+    merged_b = bos_eng.prompt_logprobs(TAIL_A + "red\t10\n", 15, merge_digit_numbers=True)
+    assert _check_merged(bos_eng, raw_b, merged_b, 15, [bos_eng.tokenizer.bos_token_id])[0] > 0
+    assert LocalEngine(digit_model_dir, cache_entries=0, number_aware_logprobs=True).prompt_logprobs(
+        DIGIT_PROMPT, 15) == digit_engine.prompt_logprobs(DIGIT_PROMPT, 15, merge_digit_numbers=True)
+
+
+def test_number_aware_over_http(digit_model_dir, digit_engine):
+    openai = pytest.importorskip("openai")
+    raw = digit_engine.prompt_logprobs(DIGIT_PROMPT, 15).legacy()
+    merged = digit_engine.prompt_logprobs(DIGIT_PROMPT, 15, merge_digit_numbers=True).legacy()
+    assert raw["top_logprobs"] != merged["top_logprobs"]
+    echo = {"model": "m", "prompt": DIGIT_PROMPT, "echo": True, "max_tokens": 0, "logprobs": 15}
+
+    def post(base_url, **extra):
+        status, body = _post(base_url, "/completions", json.dumps(dict(echo, **extra)).encode())
+        assert status == 200, body
+        return body["choices"][0]["logprobs"]
+
+    with serve(digit_engine) as base_url:  # engine flag off: the request field decides
+        assert post(base_url) == raw
+        assert post(base_url, merge_digit_numbers=True) == merged
+        assert post(base_url, merge_digit_numbers=False) == raw
+        status, body = _post(base_url, "/completions", json.dumps(dict(echo, merge_digit_numbers="yes")).encode())
+        assert status == 400 and body["error"]["param"] == "merge_digit_numbers"
+
+    async def talk(base_url: str):
+        client = openai.AsyncOpenAI(base_url=base_url, api_key="local", max_retries=0)
+        try:
+            plain = await client.completions.create(model="m", prompt=DIGIT_PROMPT, echo=True, max_tokens=0,
+                                                    logprobs=15)
+            off = await client.completions.create(model="m", prompt=DIGIT_PROMPT, echo=True, max_tokens=0,
+                                                  logprobs=15, extra_body={"merge_digit_numbers": False})
+            return plain, off
+        finally:
+            await client.close()
+
+    flagged = LocalEngine(digit_model_dir, cache_entries=0, number_aware_logprobs=True)
+    with serve(flagged) as base_url:  # engine flag on: the unmodified client gets the merged entries
+        plain, off = asyncio.run(talk(base_url))
+    assert plain.choices[0].logprobs.top_logprobs == merged["top_logprobs"]
+    assert plain.choices[0].logprobs.tokens == merged["tokens"]
+    assert off.choices[0].logprobs.top_logprobs == raw["top_logprobs"]

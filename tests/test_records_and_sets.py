@@ -170,3 +170,16 @@ def test_default_config_is_valid_and_gets_defaults():
     validate_config(config, SCHEMA)
     assert config["subject"]["hook"] == "blocks.{layer}.mlp.hook_post"
     assert config["extraction"]["top_k"] == 20 and config["extraction"]["random_n"] == 50
+
+
+@pytest.mark.parametrize("name", ["paper_gpt2xl.yaml", "openai_compatible.yaml"])
+def test_presets_are_valid(name):
+    import yaml
+
+    from autointerp.prompt_rendering import resolve_format
+
+    config = yaml.safe_load((ROOT / "config" / "presets" / name).read_text())
+    validate_config(config, SCHEMA)
+    for fmt, spec in config["prompt_formats"].items():
+        resolve_format(fmt, spec)
+    assert config["simulators"] and config["explainers"]

@@ -39,7 +39,11 @@ def open_client(role: str, role_config: dict, *, cache_dir: str | None, engine_d
 
         if engine_dir is None:
             raise ValueError(f"role {role!r} uses the embedded engine but no prepared model folder was given")
-        engine = LocalEngine(engine_folder(engine_dir), threads=threads, model_name=cfg["model"])
+        # Number-aware logprobs: SmolLM2 splits "10" into "1" "0", which the simulator's digit rule would read
+        # as 1; the engine folds P("1" then "0") into a "10" alternative at positions after a TAB.
+        engine = LocalEngine(engine_folder(engine_dir), threads=threads, model_name=cfg["model"],
+                             number_aware_logprobs=True, number_aware_after="\t")
+        cfg["cache_endpoint"] = "local-engine/number-aware-after-tab"
         # The engine serves one request at a time (CPU-bound): a deep client queue would only time out.
         cfg["concurrency"] = min(int(cfg.get("concurrency", 2)), 2)
         cfg["timeout_s"] = max(float(cfg.get("timeout_s", 60)), 900.0)

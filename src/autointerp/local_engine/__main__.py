@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
                    "with 2, also set OMP_WAIT_POLICY=PASSIVE in the environment)")
     p.add_argument("--dtype", choices=sorted(_DTYPES), default="float32")
     p.add_argument("--cache-entries", type=int, default=4, help="prefix KV cache entries (0 disables)")
+    p.add_argument("--number-aware-logprobs", action="store_true",
+                   help="echo top_logprobs merge digit tokens into \"10\" and complete \"1\" by default (requests can "
+                        "still send merge_digit_numbers=false); for the simulator's 0-10 scale with SmolLM2")
     p.add_argument("--model-name", default=None, help="the id /v1/models reports (any name is accepted)")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
@@ -64,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     from .server import serve
 
     engine = LocalEngine(args.model_dir, threads=args.threads, dtype=getattr(torch, _DTYPES[args.dtype]),
-                         cache_entries=args.cache_entries, model_name=args.model_name)
+                         cache_entries=args.cache_entries, model_name=args.model_name,
+                         number_aware_logprobs=args.number_aware_logprobs)
     if stop.is_set():
         return 0
     with serve(engine, host=args.host, port=args.port) as url:

@@ -27,6 +27,31 @@ tokens (context, not prompt text), so ``top_logprobs[0]`` then exists. SmolLM2's
 nothing is prepended and entry 0 is None, as with OpenAI's models. ``add_bos=True/False`` overrides. Chat prompts
 are the chat template's text, which carries its own special tokens; no BOS is added to them either.
 
+Number-aware prompt logprobs (opt-in; ``prompt_logprobs(..., merge_digit_numbers=True)``, or
+``LocalEngine(number_aware_logprobs=True)`` to make it the default, which the HTTP server then follows). The
+simulator of Bills et al. (2023) reads the top-N alternatives after each ``token<TAB>`` and takes the expected
+value over the ones spelled exactly "0".."10". SmolLM2's tokenizer splits numbers into single digits, so "10" is
+never a token: its mass hides inside "1" (a "0" would follow) and a predicted 10 reads as a 1. In this mode, at
+every returned position whose top-N holds the single-digit token "1", the engine also scores "1" followed by one
+more token: with q0 = P("0" | prefix + "1") and pd = P(any of "0".."9" | prefix + "1"),
+
+    "10" <- log(P("1") * q0)          "1" <- log(P("1") * (1 - pd))   ("1" as a complete number)
+
+(the mass of 11-19, off the 0-10 scale, leaves "1", as the simulator's renormalisation would drop it anyway); the
+entries are then re-sorted and cut to N, so "10" can push out the N-th. ``token_logprobs``, ``tokens`` and
+``top_token_ids`` stay the model's own (raw token ids; "10" has none), and ``PromptLogprobs.digit_merged`` lists
+the positions changed. Cost: ONE extra batched forward (in chunks of 128 queries) for all such positions, not one
+per position: each query is the token "1" at position p+1 (``position_ids``) attending, through a 4D additive
+mask over [prompt KV | the new queries], to the prompt's keys/values 0..p (already in the KV cache from the main
+pass) and to itself; its new KV is dropped afterwards. Verified against running prefix + "1" through the model
+separately (tests, 1e-4; ~2e-5 on SmolLM2-135M). The per-position (q0, 1 - pd) are kept in the prefix cache like
+the top-K. The extra pass costs about one query token of prefill per affected position, and SmolLM2 ranks "1" in
+its top-15 at most positions (829 of a 1,301-token simulator prompt, of which only 274 follow a TAB): measured
+3.5 -> 6.3 s uncached and 0.9 -> 1.6 s with the shared prefix cached (1 thread, load average ~4.5 on 2 cores).
+Passing ``positions`` (e.g. only the tokens after a TAB) limits the extra work to those positions. Tokenizers
+that do not spell "0".."9" as single tokens, or that have a "10" token of their own, get no change (nothing is
+hidden, or nothing can be done).
+
 Tokens: strings come from each token's exact bytes (see ``tokens.py``), so ``''.join(tokens) == prompt`` for any
 prompt whose characters are not split across tokens; a split multi-byte character (CJK, emoji) yields OpenAI's
 ``"bytes:\\xe6"`` spellings, which the reference simulator parser reassembles. ``text_offset`` is the character
@@ -54,6 +79,7 @@ log = logging.getLogger("autointerp.local_engine")
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 _STORE_TOPK = 20  # top-K kept per position in a cache entry; requests for more recompute
 _LM_HEAD_CHUNK = 128  # rows of logits materialised at once (128 x 49,152 fp32 = 25 MB)
+_DIGIT_CHUNK = 128  # number-aware mode: "1"-continuation queries per extra forward
 MAX_TOP_LOGPROBS = 100
 
 
@@ -79,6 +105,8 @@ class PromptLogprobs:
     token_ids: list[int]
     top_token_ids: list[list[int] | None]
     exact: bool  # ''.join(tokens) == prompt (False when a character is split across tokens: "bytes:" entries)
+    # number-aware mode: token indices whose top_logprobs got the merged "10" / complete-"1" entries (None: off)
+    digit_merged: list[int] | None = None
 
     def legacy(self) -> dict[str, Any]:
         """The ``choices[0].logprobs`` object of a legacy completions response."""
@@ -193,6 +221,11 @@ def _growing_layer_class() -> type:
         def get_seq_length(self) -> int:
             return 0 if self.keys is None else self.keys.shape[-2]
 
+        def truncate(self, n: int) -> None:
+            """Forget every position from ``n`` on (the buffer keeps its capacity)."""
+            if self.keys is not None and self.keys.shape[-2] > n:
+                self.keys, self.values = self._kbuf[..., :n, :], self._vbuf[..., :n, :]
+
     return GrowingLayer
 
 
@@ -206,6 +239,8 @@ class _Entry:
     top_lps: torch.Tensor | None  # (L, K) float32
     next_lp: torch.Tensor | None  # (L,) float32: logprob of ids[r+1] from row r
     have: torch.Tensor  # (L,) bool
+    # number-aware mode, row r: [log P("0" | ids[:r+1] + "1"), log P(no digit | ids[:r+1] + "1")]; NaN: not computed
+    dig: torch.Tensor | None = None  # (L, 2) float32
 
     @property
     def length(self) -> int:
@@ -225,6 +260,7 @@ class _Rows:
         self.top_lps = torch.zeros((n, k), dtype=torch.float32)
         self.next_lp = torch.full((n,), float("nan"), dtype=torch.float32)
         self.have = torch.zeros(n, dtype=torch.bool)
+        self.dig = torch.full((n, 2), float("nan"), dtype=torch.float32)  # see _Entry.dig
 
 
 # ---------------------------------------------------------------------------------------------------- engine
@@ -241,6 +277,8 @@ class LocalEngine:
     its prompt logprobs differ from float32 by ~0.05 nats on average (0.4 at worst): opt-in only.
     ``cache_entries``: size of the prefix KV LRU (0 disables prefix caching); ``cache_max_tokens`` bounds the
     total tokens held (KV memory is ~46 KB per token for SmolLM2-135M in fp32).
+    ``number_aware_logprobs``: the default of ``prompt_logprobs(merge_digit_numbers=...)`` (and so of the HTTP
+    server's echo path): merged "10" / complete-"1" entries for digit-splitting tokenizers (module docstring).
     """
 
     def __init__(
@@ -253,6 +291,8 @@ class LocalEngine:
         cache_max_tokens: int = 16384,
         add_bos: bool | None = None,
         model_name: str | None = None,
+        number_aware_logprobs: bool = False,
+        number_aware_after: str | None = None,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -277,6 +317,14 @@ class LocalEngine:
         self._num_layers = int(self.config.get_text_config(decoder=True).num_hidden_layers)
         self._lock = threading.Lock()  # the model and the prefix store: one request at a time
         self._tok_lock = threading.Lock()  # Rust tokenizers can raise "Already borrowed" under concurrent use
+        self._digit_ids = self._detect_digits()
+        self.number_aware_logprobs = bool(number_aware_logprobs)
+        # Only positions right after a token ending with this text get the extra "1" query (the simulator reads
+        # values after a TAB only; SmolLM2 ranks "1" in the top-15 at most positions, so this saves most of the pass).
+        self.number_aware_after = number_aware_after
+        if self.number_aware_logprobs and self._digit_ids is None:
+            log.warning("number_aware_logprobs: this tokenizer does not split numbers into single-digit tokens "
+                        "(or has a \"10\" token); the mode changes nothing")
         self._entries: OrderedDict[int, _Entry] = OrderedDict()
         self._entry_seq = 0
         self.cache_entries = int(cache_entries)
@@ -318,6 +366,25 @@ class LocalEngine:
         eot = self.tokenizer.convert_tokens_to_ids("<|endoftext|>") if "<|endoftext|>" in self.tokenizer.get_vocab() else None
         if isinstance(eot, int) and eot in self.table.special:
             ids.add(eot)
+        return ids
+
+    def _detect_digits(self) -> list[int] | None:
+        """Ids of the tokens spelled exactly "0".."9" (index = digit), or None when the number-aware mode does not
+        apply: a digit has no single-token spelling, or some token is spelled "10" (then "10" is not hidden)."""
+        strings = self.table.strings
+        if "10" in strings:
+            return None
+        by_digit: dict[str, list[int]] = {str(d): [] for d in range(10)}
+        for i, s in enumerate(strings):
+            if s in by_digit and i not in self.table.special:
+                by_digit[s].append(i)
+        ids: list[int] = []
+        for d in range(10):
+            cands = by_digit[str(d)]
+            if not cands:
+                return None
+            enc = self.tokenize(str(d))
+            ids.append(enc[0] if len(enc) == 1 and enc[0] in cands else cands[0])
         return ids
 
     # ------------------------------------------------------------------------------------------ tokenisation
@@ -382,25 +449,35 @@ class LocalEngine:
                                      ignore_eos)
 
     def prompt_logprobs(
-        self, prompt: str, top_logprobs: int = 15, positions: Iterable[int] | None = None
+        self, prompt: str, top_logprobs: int = 15, positions: Iterable[int] | None = None,
+        merge_digit_numbers: bool | None = None,
     ) -> PromptLogprobs:
         """Echo logprobs of ``prompt``: one forward pass (minus any reused prefix), no sampling.
 
         ``top_logprobs[i]`` / ``token_logprobs[i]`` describe token i as predicted from tokens < i; entry 0 is None
         (no BOS for SmolLM2). ``positions`` (token indices) limits which entries are computed; others are None.
+        ``merge_digit_numbers``: number-aware mode (module docstring): where the top-N holds "1", replace it by
+        "10" = P("1")·P("0" | ..1) and "1" = P("1")·(1 − P(digit | ..1)), re-sort, keep N. One extra batched
+        forward over those positions. None: the engine's ``number_aware_logprobs`` (False unless constructed so).
         """
         k = _check_top(top_logprobs, "top_logprobs", allow_zero=True)
+        if merge_digit_numbers is None:
+            merge_digit_numbers = self.number_aware_logprobs
+        elif not isinstance(merge_digit_numbers, bool):
+            raise EngineError("merge_digit_numbers must be a boolean", "merge_digit_numbers")
+        merge = merge_digit_numbers and k > 0 and self._digit_ids is not None
         text_ids = self.tokenize(prompt)
         n_text = len(text_ids)
         b = len(self._bos_prefix)
         ids = self._bos_prefix + text_ids
         if n_text == 0:
-            return PromptLogprobs([], [], [], [], [], [], True)
+            return PromptLogprobs([], [], [], [], [], [], True, [] if merge_digit_numbers else None)
         self._check_length(len(ids))
         wanted = range(n_text) if positions is None else sorted({int(p) for p in positions if 0 <= int(p) < n_text})
         needed_rows = sorted({i + b - 1 for i in wanted if i + b - 1 >= 0})
         with self._lock:
-            rows, _, _ = self._forward(ids, needed_rows, max(k, 1), want_last=False, keep=True)
+            rows, _, _ = self._forward(ids, needed_rows, max(k, 1), want_last=False, keep=True,
+                                       digits=k if merge else 0)
         raw = [self.table.raw[i] if i < len(self.table.raw) else b"" for i in text_ids]
         tokens = [self.table.strings[i] for i in text_ids]
         offsets = char_offsets(prompt, raw)
@@ -419,6 +496,10 @@ class LocalEngine:
             all_ids = rows.top_ids[:, :k].tolist()
             all_lps = rows.top_lps[:, :k].tolist()
         next_lp = rows.next_lp.tolist()
+        merged: list[int] | None = [] if merge_digit_numbers else None
+        if merge:
+            one = self._digit_ids[1]
+            dig = rows.dig.tolist()
         for i in wanted:
             r = i + b - 1
             if r < 0 or not have[r]:
@@ -427,9 +508,12 @@ class LocalEngine:
             if k > 0:
                 top_ids[i] = all_ids[r]
                 tops[i] = self.top_dict(all_ids[r], all_lps[r])
+                if merge and one in all_ids[r] and not math.isnan(dig[r][0]):
+                    tops[i] = _merge_ten(tops[i], all_lps[r][all_ids[r].index(one)], dig[r][0], dig[r][1], k)
+                    merged.append(i)
             else:
                 top_ids[i], tops[i] = [], {}
-        return PromptLogprobs(tokens, offsets, token_lps, tops, text_ids, top_ids, exact)
+        return PromptLogprobs(tokens, offsets, token_lps, tops, text_ids, top_ids, exact, merged)
 
     # cache control (for benchmarks and tests)
     def clear_cache(self) -> None:
@@ -488,11 +572,13 @@ class LocalEngine:
     @torch.inference_mode()
     def _forward(
         self, ids: list[int], needed_rows: Sequence[int], k: int, *, want_last: bool, keep: bool,
-        capacity: int = 0,
+        capacity: int = 0, digits: int = 0,
     ) -> tuple[_Rows, Any, torch.Tensor | None]:
         """Run the model over ``ids`` reusing the best stored prefix. Returns (rows, cache, last-row logits).
 
         Row r is the model's output at position r (the distribution of token r+1). ``needed_rows`` get top-K.
+        ``digits`` > 0: also fill ``rows.dig`` for the needed rows whose top-``digits`` holds the token "1"
+        (number-aware mode; one extra batched forward, see ``_digit_pass``).
         """
         t0 = time.perf_counter()
         n = len(ids)
@@ -523,6 +609,11 @@ class LocalEngine:
                     rows.top_ids[:copy_to] = entry.top_ids[:copy_to, :k_store]
                     rows.top_lps[:copy_to] = entry.top_lps[:copy_to, :k_store]
                     rows.next_lp[:copy_to] = entry.next_lp[:copy_to]
+            if entry.dig is not None:  # row r's "1"-continuation depends on ids[:r+1] only
+                dig_to = min(common, entry.length)
+                rows.dig[:dig_to] = entry.dig[:dig_to]
+        if digits > 0:  # room for one chunk of "1" queries past the prompt: no regrowth in _digit_pass
+            capacity = max(capacity, n + _DIGIT_CHUNK)
         cap = max(capacity, n)
         layers = [self._layer_cls(cap) for _ in range(self._num_layers)]
         if reuse > 0:
@@ -549,11 +640,58 @@ class LocalEngine:
                 rows.next_lp[sel] = torch.where(nx >= 0, got, torch.full_like(got, float("nan")))
                 rows.have[sel] = True
         last = self._logits(hidden[-1:])[0] if want_last else None
-        self.last_timing = {"prefill_s": time.perf_counter() - t0, "prefill_tokens": n - reuse, "reused_tokens": reuse,
-                            "decode_s": 0.0, "decode_tokens": 0}
+        del out, hidden
+        n_digit, digit_s = 0, 0.0
+        if digits > 0 and self._digit_ids is not None:
+            t1 = time.perf_counter()
+            one = self._digit_ids[1]
+            todo = needed & rows.have & (rows.top_ids[:, :digits] == one).any(dim=1) & torch.isnan(rows.dig[:, 0])
+            if self.number_aware_after:
+                todo &= torch.tensor([self.table.strings[t].endswith(self.number_aware_after) if t < len(self.table.strings)
+                                      else False for t in ids], dtype=torch.bool)
+            todo_rows = torch.nonzero(todo).flatten()
+            n_digit = int(todo_rows.numel())
+            if n_digit:
+                self._digit_pass(cache, n, todo_rows, rows)
+            digit_s = time.perf_counter() - t1
+        self.last_timing = {"prefill_s": time.perf_counter() - t0 - digit_s, "prefill_tokens": n - reuse,
+                            "reused_tokens": reuse, "decode_s": 0.0, "decode_tokens": 0}
+        if digits > 0:
+            self.last_timing.update(digit_s=digit_s, digit_queries=n_digit)
         if keep:
             self._store(ids_t, cache, rows)
         return rows, cache, last
+
+    def _digit_pass(self, cache: Any, n: int, todo_rows: torch.Tensor, rows: _Rows) -> None:
+        """Number-aware mode: for each row r in ``todo_rows``, the distribution after ids[:r+1] + "1".
+
+        All rows in one batched forward per chunk (no per-position passes): query j is the token "1" at position
+        r_j + 1, and a 4D additive mask (1, 1, m, n + m) over [the prompt's n cached keys | the m new queries]
+        lets it see keys 0..r_j and itself only. Each chunk's new keys/values are dropped from the cache after it.
+        Fills rows.dig[r] = [log P("0" | ..1), log P(no digit | ..1)] (the latter a logsumexp over the non-digit
+        tokens, exact even when the digits take nearly all the mass).
+        """
+        digit_ids = torch.tensor(self._digit_ids, dtype=torch.int64)
+        one, zero = self._digit_ids[1], self._digit_ids[0]
+        dtype = self._lm_head.weight.dtype
+        neg = torch.finfo(dtype).min
+        key_pos = torch.arange(n)
+        for s in range(0, int(todo_rows.numel()), _DIGIT_CHUNK):
+            sel = todo_rows[s : s + _DIGIT_CHUNK]
+            m = int(sel.numel())
+            mask = torch.full((m, n + m), neg, dtype=dtype)
+            mask[:, :n].masked_fill_(key_pos.unsqueeze(0) <= sel.unsqueeze(1), 0.0)
+            mask[:, n:].fill_diagonal_(0.0)
+            out = self._base(
+                input_ids=torch.full((1, m), one, dtype=torch.int64), position_ids=(sel + 1).unsqueeze(0),
+                attention_mask=mask[None, None], past_key_values=cache, use_cache=True,
+            )
+            for layer in cache.layers:
+                layer.truncate(n)
+            lsm = torch.log_softmax(self._logits(out.last_hidden_state[0]), dim=-1)
+            rows.dig[sel, 0] = lsm[:, zero]
+            lsm[:, digit_ids] = float("-inf")
+            rows.dig[sel, 1] = torch.logsumexp(lsm, dim=-1)
 
     def _store(self, ids_t: torch.Tensor, cache: Any, rows: _Rows | None) -> None:
         if self.cache_entries <= 0:
@@ -563,7 +701,8 @@ class LocalEngine:
             return
         kv = [(layer.keys[..., :n, :], layer.values[..., :n, :]) for layer in cache.layers]
         if rows is not None and bool(rows.have.any()):
-            entry = _Entry(ids_t, kv, rows.top_ids[:n], rows.top_lps[:n], rows.next_lp[:n], rows.have[:n].clone())
+            entry = _Entry(ids_t, kv, rows.top_ids[:n], rows.top_lps[:n], rows.next_lp[:n], rows.have[:n].clone(),
+                           rows.dig[:n] if bool((~torch.isnan(rows.dig[:n, 0])).any()) else None)
         else:
             entry = _Entry(ids_t, kv, None, None, None, torch.zeros(n, dtype=torch.bool))
         # an older entry that is a prefix of this one, with nothing this one lacks, is redundant
@@ -690,6 +829,15 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.G
         sp, si = sp[keep], si[keep]
         return int(si[torch.multinomial(sp, 1, generator=gen)])
     return int(torch.multinomial(probs, 1, generator=gen))
+
+
+def _merge_ten(top: dict[str, float], lp_one: float, lq0: float, lnodigit: float, k: int) -> dict[str, float]:
+    """Number-aware top-N: "10" <- P("1")·P("0" | ..1), "1" <- P("1")·P(no digit | ..1); re-sorted, cut to k."""
+    out = dict(top)  # no "10" in it: the mode is off for vocabularies with a "10" token (_detect_digits)
+    out["10"] = _finite(lp_one + lq0)
+    out["1"] = _finite(lp_one + lnodigit)
+    ranked = sorted(out.items(), key=lambda kv: -math.inf if kv[1] is None else kv[1], reverse=True)
+    return dict(ranked[:k])
 
 
 def _first_stop(text: str, stops: list[str]) -> int | None:

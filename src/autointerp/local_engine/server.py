@@ -6,6 +6,13 @@ logged): the engine serves one model. Unsupported parameters that would change t
 ``stream=True``, penalties, ``logit_bias``, tools, ``best_of>1``, ``suffix``) get a 400 JSON error rather than
 being silently ignored.
 
+Non-standard request field (legacy completions only): ``"merge_digit_numbers": true|false`` turns the engine's
+number-aware mode on or off for the echoed prompt's ``top_logprobs`` (merged "10" / complete-"1" entries for
+digit-splitting tokenizers; see ``engine.py``). Absent, the engine's ``number_aware_logprobs`` decides, so a
+server whose engine was built with ``number_aware_logprobs=True`` (CLI ``--number-aware-logprobs``) gives it to
+the unmodified OpenAI client; with the openai package, send the field as ``extra_body={"merge_digit_numbers": ...}``.
+Tokens generated after the prompt (``max_tokens > 0``) are not merged.
+
 Loopback details that matter (measured, see research/offline_stack.md): TCP_NODELAY on every connection, each
 response written with one ``write`` (otherwise Nagle + delayed ACK add ~40 ms per request), and a listen backlog
 well above 5 so bursts of connections are queued, not refused. The engine serialises model work itself.
@@ -161,13 +168,16 @@ def completion(engine: LocalEngine, body: dict[str, Any], seen: set[str] | None 
     n_top = body.get("logprobs")
     if n_top is not None and (isinstance(n_top, bool) or not isinstance(n_top, int) or not 0 <= n_top <= 100):
         raise RequestError("logprobs must be an integer between 0 and 100 for completions", "logprobs")
+    merge = body.get("merge_digit_numbers")
+    if merge is not None and not isinstance(merge, bool):
+        raise RequestError("merge_digit_numbers must be a boolean", "merge_digit_numbers")
     max_tokens = _max_tokens(body, 16)
     text, lp = "", None
     prompt_tokens, completion_tokens, finish = 0, 0, "length"
     if echo:
         text = prompt
         if n_top is not None:
-            pl = engine.prompt_logprobs(prompt, top_logprobs=n_top)
+            pl = engine.prompt_logprobs(prompt, top_logprobs=n_top, merge_digit_numbers=merge)
             lp = pl.legacy()
             prompt_tokens = len(pl.tokens)
         else:
