@@ -13,6 +13,7 @@ include: "rules/extract.smk"
 include: "rules/prompts.smk"
 include: "rules/explain.smk"
 include: "rules/simulate.smk"
+include: "rules/similarity.smk"
 
 
 rule all:

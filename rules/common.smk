@@ -20,6 +20,12 @@ NEURON_SETS = sorted(config["neuron_sets"])
 FORMATS = sorted(config["prompt_formats"])
 EXPLAINERS = sorted(config["explainers"])
 SIMULATORS = sorted(config.get("simulators") or {})
+# Reference explainers (role: reference) only produce baseline explanations (e.g. for AdaCS); they are not ranked.
+COMPARED = [e for e in EXPLAINERS if config["explainers"][e].get("role", "compared") == "compared"]
+
+
+def explainer_formats(name):
+    return sorted(config["explainers"][name].get("formats") or FORMATS)
 RUN = f"results/{SUBJECT}/{CORPUS}"
 
 
@@ -118,19 +124,37 @@ def explainer_setting(key):
     return get
 
 
+def _per_explainer(pattern, explainers, **more):
+    return [
+        path
+        for e in explainers
+        for path in expand(pattern, explainer=e, format=explainer_formats(e), neuron_set=NEURON_SETS, **more)
+    ]
+
+
 def prompt_files(wildcards=None):
-    return expand(f"{RUN}/prompts/{{neuron_set}}/{{explainer}}/{{format}}.jsonl", neuron_set=NEURON_SETS,
-                  explainer=EXPLAINERS, format=FORMATS)
+    return _per_explainer(f"{RUN}/prompts/{{neuron_set}}/{{explainer}}/{{format}}.jsonl", EXPLAINERS)
+
+
+def compared_prompt_files(wildcards=None):
+    return _per_explainer(f"{RUN}/prompts/{{neuron_set}}/{{explainer}}/{{format}}.jsonl", COMPARED)
 
 
 def explanation_files(wildcards=None):
-    return expand(f"{RUN}/explanations/{{neuron_set}}/{{explainer}}/{{format}}.jsonl", neuron_set=NEURON_SETS,
-                  explainer=EXPLAINERS, format=FORMATS)
+    """Compared explainers on every neuron set; reference explainers only where an AdaCS reference uses them."""
+    pattern = f"{RUN}/explanations/{{neuron_set}}/{{explainer}}/{{format}}.jsonl"
+    files = _per_explainer(pattern, COMPARED)
+    for name in NEURON_SETS:
+        spec = (config.get("adacs") or {}).get("references", {}).get(name)
+        if spec and spec["kind"] == "explainer":
+            files.append(pattern.format(neuron_set=name, explainer=spec["explainer"],
+                                        format=spec.get("format", "Original")))
+    return files
 
 
 def score_files(wildcards=None):
-    return expand(f"{RUN}/scores/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}.parquet",
-                  neuron_set=NEURON_SETS, explainer=EXPLAINERS, simulator=SIMULATORS, format=FORMATS)
+    return _per_explainer(f"{RUN}/scores/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}.parquet", COMPARED,
+                          simulator=SIMULATORS)
 
 
 def evaluation_tables(wildcards=None):
@@ -138,6 +162,66 @@ def evaluation_tables(wildcards=None):
     from autointerp.evaluations import enabled_tables
 
     return enabled_tables(config)
+
+
+ADACS = config.get("adacs") or {}
+ADACS_SETS = sorted(ADACS.get("references") or {})
+PUZZLES = config.get("puzzles") or {}
+PUZZLE_SETS = sorted(PUZZLES.get("sets") or {})
+
+
+def embedder_role(name_key):
+    """The embedder entry named by adacs.embedder / puzzles.embedder."""
+
+    def get(wildcards):
+        section = ADACS if name_key == "adacs" else PUZZLES
+        return config["embedders"][section["embedder"]]
+
+    return get
+
+
+def reference_spec(wildcards):
+    return config["adacs"]["references"][wildcards.neuron_set]
+
+
+def reference_inputs(wildcards):
+    spec = config["adacs"]["references"][wildcards.neuron_set]
+    if spec["kind"] == "explainer":
+        return [f"{RUN}/explanations/{wildcards.neuron_set}/{spec['explainer']}/{spec.get('format', 'Original')}.jsonl"]
+    if spec["kind"] == "csv":
+        return [spec["path"]]
+    return []
+
+
+def similarity_files(wildcards=None):
+    return [
+        path
+        for e in COMPARED
+        for path in expand(f"{RUN}/similarity/{{neuron_set}}/{{explainer}}/{{format}}.parquet", explainer=e,
+                           format=explainer_formats(e), neuron_set=ADACS_SETS)
+    ]
+
+
+def puzzle_set_spec(wildcards):
+    return config["puzzles"]["sets"][wildcards.puzzle_set]
+
+
+def puzzle_set_inputs(wildcards):
+    spec = config["puzzles"]["sets"][wildcards.puzzle_set]
+    if spec["source"] == "generated":
+        return {"corpus": corpus_path(), "model": model_dir()}
+    if spec["source"] == "file":
+        return {"file": spec["path"]}
+    return {}
+
+
+def puzzle_similarity_files(wildcards=None):
+    return [
+        path
+        for e in COMPARED
+        for path in expand("results/puzzles/{puzzle_set}/similarity/{explainer}/{format}.parquet", explainer=e,
+                           format=explainer_formats(e), puzzle_set=PUZZLE_SETS)
+    ]
 
 
 def all_targets():

@@ -11,6 +11,7 @@ wildcard_constraints:
     format=one_of(FORMATS),
     explainer=one_of(EXPLAINERS),
     simulator=one_of(SIMULATORS) if SIMULATORS else "(?!)",
+    puzzle_set=one_of(PUZZLE_SETS) if PUZZLE_SETS else "(?!)",
 
 
 rule prepare_model:

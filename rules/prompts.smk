@@ -22,7 +22,7 @@ rule render_prompts:
 
 rule table1:
     input:
-        prompt_files,
+        compared_prompt_files,
     output:
         "results/table1.csv",
     log:

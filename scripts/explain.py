@@ -8,7 +8,7 @@ with rule_context(snakemake) as log:  # noqa: F821
     role = dict(p.role)
     settings = ExplainSettings(
         temperature=role.get("temperature", 1.0), top_p=role.get("top_p", 1.0), max_tokens=role.get("max_tokens", 60),
-        samples=role.get("samples", 1), seed=role.get("seed"), max_extra_samples=p.max_extra_samples,
+        samples=getattr(p, "samples", None) or role.get("samples", 1),  # puzzles: puzzles.samples seed=role.get("seed"), max_extra_samples=p.max_extra_samples,
         max_invalid_fraction=p.max_invalid_fraction,
     )
     engine = snakemake.input.engine[0] if snakemake.input.engine else None  # noqa: F821

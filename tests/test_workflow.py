@@ -123,7 +123,39 @@ def test_explanations_scores_and_tables(finished):
     ranks = sorted(float(r["average_rank"]) for r in table6)
     assert ranks[0] >= 1 and ranks[-1] <= 5 and sum(float(r["simulate[loop/loop/rnd]"]) for r in table6) == 15
     cost = list(csv.DictReader(open(finished / "results" / "cost_estimate.csv")))
-    assert cost[-1]["stage"] == "total" and int(cost[-1]["calls"]) == 5 * 5
+    assert cost[-1]["stage"] == "total" and int(cost[-1]["calls"]) == 5 * 5 + 5  # + the reference explainer
+    assert {k for k in table6[0] if k.startswith(("adacs[", "puzzles["))} >= {"adacs[loop/rnd]", "puzzles[loop/gen]"}
+
+
+def test_adacs_and_puzzles(finished, server):
+    import csv
+
+    import numpy as np
+
+    from loopback_server import unit_vector
+
+    run = finished / "results" / "smol" / "pydocs"
+    sims = pq.read_table(run / "similarity" / "rnd" / "loop" / "Summary.parquet").to_pylist()
+    assert len(sims) == 3
+    for row in sims:  # recompute the cosine from the loopback server's deterministic embeddings
+        a, b = np.array(unit_vector(row["explanation"], 16)), np.array(unit_vector(row["reference"], 16))
+        assert row["similarity"] == pytest.approx(float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)), abs=1e-9)
+    table3 = list(csv.DictReader(open(finished / "results" / "table3.csv")))
+    assert {r["format"] for r in table3} == {"Original", "Summary", "Highlight", "HighlightSummary", "AVHS"}
+    assert all(r["explainer"] == "loop" for r in table3)  # the reference explainer is never compared
+    table4 = list(csv.DictReader(open(finished / "results" / "table4.csv")))
+    sets = {r["puzzle_set"] for r in table4}
+    assert "gen" in sets
+    gen = json.loads((finished / "results" / "puzzles" / "gen" / "puzzles.json").read_text())
+    expl = [json.loads(x) for x in
+            (finished / "results" / "puzzles" / "gen" / "explanations" / "loop" / "AVHS.jsonl").read_text().splitlines()]
+    assert len(expl) == 2 * len(gen) and {e["puzzle"] for e in expl} == set(gen)
+    assert {e["ground_truth"] for e in expl} == {p["explanation"] for p in gen.values()}
+    if "official" in sets:
+        prompts = [json.loads(x) for x in (finished / "results" / "puzzles" / "official" / "prompts" / "loop" /
+                                           "Summary.jsonl").read_text().splitlines()]
+        assert [p["puzzle"] for p in prompts] == ["colors", "of", "million"]
+        assert all(p["cutoff"] == 1.0 for p in prompts)
 
 
 def test_lint_and_slurm_dry_run(finished):
@@ -213,14 +245,18 @@ def test_new_prompt_variant_schedules_only_its_jobs(finished, tmp_path):
     config["prompt_formats"]["Summary-3ex"] = {"base": "Summary", "max_excerpts": 3}
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     jobs = _dry_run_jobs(work)
-    n_sets, n_explainers = len(config["neuron_sets"]), len(config["explainers"])
-    assert jobs.pop("render_prompts") == n_sets * n_explainers
+    n_sets = len(config["neuron_sets"])
+    n_compared = sum(1 for e in config["explainers"].values() if e.get("role", "compared") == "compared")
+    n_puzzle_sets = len(config["puzzles"]["sets"])
+    assert jobs.pop("render_prompts") == n_sets * n_compared
+    assert jobs.pop("explain") == n_sets * n_compared
+    assert jobs.pop("simulate_score") == n_sets * n_compared * len(config["simulators"])
+    assert jobs.pop("adacs_similarity") == len(config["adacs"]["references"]) * n_compared
+    for rule in ("render_puzzle_prompts", "explain_puzzles", "puzzle_similarity"):
+        assert jobs.pop(rule) == n_puzzle_sets * n_compared, rule
     assert jobs.pop("all") == 1
-    assert jobs.pop("table1") == 1
-    assert jobs.pop("explain") == n_sets * n_explainers
-    assert jobs.pop("simulate_score") == n_sets * n_explainers * len(config["simulators"])
     assert jobs.pop("cost_estimate") == 1
-    assert set(jobs) == {"table2", "table6"}, jobs  # only the aggregations follow
+    assert set(jobs) == {"table1", "table2", "table3", "table4", "table6"}, jobs  # only the aggregations follow
 
 
 def test_unknown_format_is_rejected_at_start(tmp_path):

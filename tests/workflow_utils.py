@@ -39,7 +39,18 @@ def loopback_roles(base_url: str) -> dict:
     """Explainer and simulator on the loopback test server; the key comes from a planted env var."""
     role = {"provider": "openai", "model": "loop-model", "base_url": base_url, "api_key_env": "AUTOINTERP_TEST_KEY",
             "context_length": 8192, "concurrency": 8}
-    return {"explainers": {"loop": dict(role)}, "simulators": {"loop": {**role, "mode": "prompt_logprobs"}}}
+    shared = ROOT.parent / "shared" / "reference-data" / "puzzles.json"
+    puzzle_sets = {"gen": {"source": "generated", "rules": ["of", "quotes", "negation"], "sentences_per_puzzle": 6}}
+    if shared.exists():  # the official puzzles, given as a file (CI has ../shared)
+        puzzle_sets["official"] = {"source": "file", "path": str(shared), "names": ["colors", "of", "million"]}
+    return {
+        "explainers": {"loop": dict(role),
+                       "loopref": {**role, "role": "reference", "formats": ["Original"], "temperature": 0.0}},
+        "simulators": {"loop": {**role, "mode": "prompt_logprobs"}},
+        "embedders": {"loopemb": {**role, "model": "loop-embed"}},
+        "adacs": {"embedder": "loopemb", "references": {"rnd": {"kind": "explainer", "explainer": "loopref"}}},
+        "puzzles": {"embedder": "loopemb", "samples": 2, "sets": puzzle_sets},
+    }
 
 
 def tiny_config(**overrides) -> dict:

@@ -9,7 +9,12 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from .corpus import CorpusError
     from .extraction import ExtractionError
     from .neuron_sets import NeuronSetError
+    from .prompt_rendering import FormatConfigError
+    from .puzzles import PuzzleError
     from .record_splits import RecordError
     from .subject_models import SubjectModelError
 
-    return (ConfigError, CorpusError, ExtractionError, NeuronSetError, RecordError, SubjectModelError)
+    from .explain import ExplainError
+
+    return (ConfigError, CorpusError, ExtractionError, NeuronSetError, RecordError, SubjectModelError,
+            FormatConfigError, PuzzleError, ExplainError)

@@ -68,3 +68,32 @@ register(Evaluation(
     description="Mean simulate-and-score correlation per neuron set (Table 2), one column per "
                 "explainer/simulator/neuron set.",
 ))
+
+
+def _table3_columns(path: str):
+    rows = read_csv(path)
+    sets = sorted({k[: -len("_mean")] for k in rows[0] if k.endswith("_mean")}) if rows else []
+    cols: dict[str, tuple[dict[str, float], bool]] = {}
+    for row in rows:
+        for s in sets:
+            cols.setdefault(f"adacs[{row['explainer']}/{s}]", ({}, True))[0][row["format"]] = _f(row[f"{s}_mean"])
+    return cols
+
+
+def _table4_columns(path: str):
+    cols: dict[str, tuple[dict[str, float], bool]] = {}
+    for row in read_csv(path):
+        cols.setdefault(f"puzzles[{row['explainer']}/{row['puzzle_set']}]", ({}, True))[0][row["format"]] = _f(row["mean"])
+    return cols
+
+
+register(Evaluation(
+    name="adacs", table="results/table3.csv", columns=_table3_columns,
+    enabled=lambda config: bool((config.get("adacs") or {}).get("references")),
+    description="Mean embedding cosine similarity to a reference explanation (Table 3).",
+))
+register(Evaluation(
+    name="puzzles", table="results/table4.csv", columns=_table4_columns,
+    enabled=lambda config: bool((config.get("puzzles") or {}).get("sets")),
+    description="Mean embedding similarity of puzzle explanations to the ground truth (Table 4).",
+))

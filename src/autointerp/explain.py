@@ -79,6 +79,9 @@ async def _explain_one(client, prompt: dict, sample: int, s: ExplainSettings, mo
             "latency_s": round(result.latency_s, 4), "cache_key": result.cache_key, "cache_hit": result.cache_hit,
             "prompt_hash": prompt.get("prompt_hash"),
         }
+        for extra_key in ("puzzle", "ground_truth"):  # puzzles carry their name and answer along
+            if extra_key in prompt:
+                record[extra_key] = prompt[extra_key]
         if explanation is not None:
             return record, tried
         tried.append(record)

@@ -13,6 +13,11 @@ server whose engine was built with ``number_aware_logprobs=True`` (CLI ``--numbe
 the unmodified OpenAI client; with the openai package, send the field as ``extra_body={"merge_digit_numbers": ...}``.
 Tokens generated after the prompt (``max_tokens > 0``) are not merged.
 
+Embeddings (addition): a server built with an embedder (``serve(engine, embedder=...)``, or embedder-only with
+``serve_embedder(embedder)``) also answers ``POST /v1/embeddings`` in OpenAI's shape (``data[i].embedding``,
+``usage.prompt_tokens``; ``encoding_format`` "float" or "base64"); see ``embedder.py``. Without one that route is a
+404, as are the completion routes on an embedder-only server.
+
 Loopback details that matter (measured, see research/offline_stack.md): TCP_NODELAY on every connection, each
 response written with one ``write`` (otherwise Nagle + delayed ACK add ~40 ms per request), and a listen backlog
 well above 5 so bursts of connections are queued, not refused. The engine serialises model work itself.
@@ -29,9 +34,12 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .engine import EngineError, LocalEngine
+
+if TYPE_CHECKING:
+    from .embedder import LocalEmbedder
 
 log = logging.getLogger("autointerp.local_engine.server")
 
@@ -230,11 +238,13 @@ class _Server(http.server.ThreadingHTTPServer):
     request_queue_size = 128
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], engine: LocalEngine):
+    def __init__(self, address: tuple[str, int], engine: LocalEngine | None,
+                 embedder: "LocalEmbedder | None" = None):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
         self.engine = engine
+        self.embedder = embedder  # answers POST /v1/embeddings when set
         self.models_seen: set[str] = set()
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
@@ -299,14 +309,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
         path = self.path.split("?", 1)[0].rstrip("/")
-        engine = self.server.engine
-        card = {"id": engine.model_name, "object": "model", "created": 0, "owned_by": "local"}
+        served = [m for m in (self.server.engine, self.server.embedder) if m is not None]
+        cards = [{"id": m.model_name, "object": "model", "created": 0, "owned_by": "local"} for m in served]
         if path == "/v1/models":
-            self._send(200, {"object": "list", "data": [card]})
+            self._send(200, {"object": "list", "data": cards})
         elif path.startswith("/v1/models/"):
-            self._send(200, dict(card, id=path[len("/v1/models/"):]))
+            self._send(200, dict(cards[0], id=path[len("/v1/models/"):]))
         elif path in ("/health", "/v1/health"):
-            self._send(200, {"status": "ok", "model": engine.model_name})
+            self._send(200, {"status": "ok", "model": served[0].model_name})
         else:
             self._error(404, f"no route GET {path}", code="not_found")
 
@@ -326,6 +336,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._error(413, f"request body over {MAX_BODY_BYTES} bytes", close=True)
             return
         raw = self.rfile.read(length)
+        if self.server.engine is None:  # embedder-only server
+            routes = {}
+        if self.server.embedder is not None:  # addition: embeddings (see embedder.py)
+            from .embedder import embeddings_response
+
+            routes["/v1/embeddings"] = lambda _engine, body, _seen: embeddings_response(self.server.embedder, body)
         if path not in routes:
             self._error(404, f"no route POST {path}", code="not_found")
             return
@@ -351,16 +367,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serve(engine: LocalEngine, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Serve ``engine`` over HTTP in a background thread; yields the base URL (``http://HOST:PORT/v1``)."""
-    server = _Server((host, port), engine)
+def serve(engine: LocalEngine | None, host: str = "127.0.0.1", port: int = 0, *,
+          embedder: "LocalEmbedder | None" = None) -> Iterator[str]:
+    """Serve ``engine`` over HTTP in a background thread; yields the base URL (``http://HOST:PORT/v1``).
+    With ``embedder``, also ``POST /v1/embeddings``; ``engine=None`` serves the embedder alone."""
+    if engine is None and embedder is None:
+        raise ValueError("serve needs an engine, an embedder, or both")
+    server = _Server((host, port), engine, embedder)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                               name="local-engine-http", daemon=True)
     thread.start()
     bound = server.server_address[1]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{bound}/v1"
-    log.info("local engine serving %s at %s", engine.model_name, url)
+    names = " + ".join(m.model_name for m in (engine, embedder) if m is not None)
+    log.info("local engine serving %s at %s", names, url)
     try:
         yield url
     finally:
@@ -368,3 +389,9 @@ def serve(engine: LocalEngine, host: str = "127.0.0.1", port: int = 0) -> Iterat
         server.close_open_connections()
         server.server_close()
         thread.join(timeout=5)
+
+
+def serve_embedder(embedder: "LocalEmbedder", host: str = "127.0.0.1", port: int = 0):
+    """An embeddings-only server (``POST /v1/embeddings``, ``GET /v1/models``, ``/health``); a context manager
+    yielding the base URL, as ``serve``."""
+    return serve(None, host, port, embedder=embedder)

@@ -1,0 +1,137 @@
+# Explanation similarity (AdaCS, Table 3) and Neuron Puzzles (Table 4); both feed Table 6 via the registry.
+
+
+rule adacs_similarity:
+    input:
+        explanations="results/{subject}/{corpus}/explanations/{neuron_set}/{explainer}/{format}.jsonl",
+        references=reference_inputs,
+    output:
+        similarity="results/{subject}/{corpus}/similarity/{neuron_set}/{explainer}/{format}.parquet",
+        usage="results/{subject}/{corpus}/usage/embed/{neuron_set}/{explainer}/{format}.json",
+    params:
+        role=embedder_role("adacs"),
+        reference=reference_spec,
+        normalise=ADACS.get("normalise"),
+        cache_dir=config["llm"]["cache_dir"],
+    log:
+        "logs/{subject}/{corpus}/similarity/{neuron_set}/{explainer}/{format}.log",
+    benchmark:
+        "benchmarks/{subject}/{corpus}/similarity/{neuron_set}/{explainer}/{format}.tsv"
+    threads: 1
+    resources:
+        api_calls=1,
+        mem_mb=2000,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/similarity.py"
+
+
+rule table3:
+    input:
+        similarity_files,
+    output:
+        "results/table3.csv",
+    log:
+        "logs/table3.log",
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../scripts/table3.py"
+
+
+rule puzzle_set:
+    input:
+        unpack(puzzle_set_inputs),
+    output:
+        "results/puzzles/{puzzle_set}/puzzles.json",
+    params:
+        spec=puzzle_set_spec,
+    log:
+        "logs/puzzles/{puzzle_set}/puzzle_set.log",
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/puzzle_set.py"
+
+
+rule render_puzzle_prompts:
+    input:
+        "results/puzzles/{puzzle_set}/puzzles.json",
+    output:
+        "results/puzzles/{puzzle_set}/prompts/{explainer}/{format}.jsonl",
+    params:
+        spec=format_spec,
+        encoding=explainer_setting("encoding"),
+        context_length=explainer_setting("context_length"),
+        max_completion_tokens=config["prompts"]["max_completion_tokens"],
+    log:
+        "logs/puzzles/{puzzle_set}/prompts/{explainer}/{format}.log",
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../scripts/render_puzzle_prompts.py"
+
+
+rule explain_puzzles:
+    input:
+        prompts="results/puzzles/{puzzle_set}/prompts/{explainer}/{format}.jsonl",
+        engine=engine_inputs("explainers"),
+    output:
+        explanations="results/puzzles/{puzzle_set}/explanations/{explainer}/{format}.jsonl",
+        failures="results/puzzles/{puzzle_set}/explanations/{explainer}/{format}.failures.jsonl",
+        usage="results/puzzles/{puzzle_set}/usage/explain/{explainer}/{format}.json",
+    params:
+        role=role_entry("explainers"),
+        samples=PUZZLES.get("samples", 3),
+        cache_dir=config["llm"]["cache_dir"],
+        max_extra_samples=config["llm"]["max_extra_samples"],
+        max_invalid_fraction=config["llm"]["max_invalid_fraction"],
+    log:
+        "logs/puzzles/{puzzle_set}/explain/{explainer}/{format}.log",
+    benchmark:
+        "benchmarks/puzzles/{puzzle_set}/explain/{explainer}/{format}.tsv"
+    threads: config["llm"]["engine_threads"]
+    resources:
+        api_calls=1,
+        local_engine=engine_slots("explainers"),
+        mem_mb=3000,
+        runtime=120,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/explain.py"
+
+
+rule puzzle_similarity:
+    input:
+        explanations="results/puzzles/{puzzle_set}/explanations/{explainer}/{format}.jsonl",
+    output:
+        similarity="results/puzzles/{puzzle_set}/similarity/{explainer}/{format}.parquet",
+        usage="results/puzzles/{puzzle_set}/usage/embed/{explainer}/{format}.json",
+    params:
+        role=embedder_role("puzzles"),
+        cache_dir=config["llm"]["cache_dir"],
+    log:
+        "logs/puzzles/{puzzle_set}/similarity/{explainer}/{format}.log",
+    threads: 1
+    resources:
+        api_calls=1,
+        mem_mb=2000,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/similarity.py"
+
+
+rule table4:
+    input:
+        puzzle_similarity_files,
+    output:
+        "results/table4.csv",
+    log:
+        "logs/table4.log",
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../scripts/table4.py"
