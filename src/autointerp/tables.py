@@ -11,23 +11,17 @@ import csv
 import itertools
 import math
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from .prompt_rendering import write_csv
+from .io_utils import path_fields, write_csv
 from .scoring import mean_sem, paired_comparison
 
 
 def score_file_items(paths) -> list[dict]:
     """Parse ``.../scores/{neuron_set}/{explainer}/{simulator}/{format}.parquet``."""
-    items = []
-    for p in paths:
-        p = Path(p)
-        items.append({"neuron_set": p.parent.parent.parent.name, "explainer": p.parent.parent.name,
-                      "simulator": p.parent.name, "format": p.stem, "path": str(p)})
-    return items
+    return path_fields(paths, ["neuron_set", "explainer", "simulator"])
 
 
 def neuron_scores(path) -> dict[tuple[int, int], float]:
