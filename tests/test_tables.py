@@ -26,7 +26,7 @@ def test_table6_average_rank(tmp_path):
     assert by["A"]["average_rank"] == pytest.approx((1 + 2) / 2)
     assert by["B"]["average_rank"] == pytest.approx((3 + 1) / 2)
     assert by["C"]["average_rank"] == 2 and by["C"]["n_evaluations"] == 1
-    assert [r["format"] for r in rows] == ["A", "C", "B"]  # sorted by average rank
+    assert [r["format"] for r in rows] == ["A", "B", "C"]  # by average rank, ties (B, C at 2) by name
 
 
 def _scores(path, values):
