@@ -8,7 +8,7 @@ TARGET ?= results/table6.csv
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: setup corpus-packages run test lint bench clean
+.PHONY: setup corpus-packages browser-packages run test lint bench clean
 
 $(BIN)/.installed: requirements.txt requirements-embedded.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,20 +20,31 @@ $(BIN)/.installed: requirements.txt requirements-embedded.txt constraints.txt py
 
 setup: $(BIN)/.installed corpus-packages
 
-# The default corpus is Debian's English text packages; installed when we may (root with apt), else say how.
+# Debian packages: the default corpus (fortunes, jargon-text) and Graphviz for N2G's SVGs; installed when we
+# may (root with apt), else say how.
 corpus-packages:
-	@if [ ! -d /usr/share/games/fortunes ] || [ ! -f /usr/share/doc/jargon-text/jargon.txt.gz ]; then \
+	@if [ ! -d /usr/share/games/fortunes ] || [ ! -f /usr/share/doc/jargon-text/jargon.txt.gz ] || ! command -v dot >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fortunes jargon-text) >/dev/null; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fortunes jargon-text graphviz) >/dev/null; \
 	  else \
-	    echo "note: install Debian's 'fortunes' and 'jargon-text' for the default corpus, or set corpus.source: python_docs"; \
+	    echo "note: install Debian's fortunes, jargon-text (default corpus; or set corpus.source: python_docs) and graphviz (N2G SVGs)"; \
+	  fi; \
+	fi
+
+# The human-evaluation browser test drives Debian's Chromium (never a downloaded browser build).
+browser-packages:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null; \
+	  else \
+	    echo "note: install Debian's 'chromium' and 'chromium-driver' to run the browser test (it skips otherwise)"; \
 	  fi; \
 	fi
 
 run: setup
 	$(BIN)/snakemake --cores $(CORES) $(TARGET)
 
-test: setup
+test: setup browser-packages
 	$(BIN)/python -m pytest -q
 
 lint: setup

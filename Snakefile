@@ -14,6 +14,8 @@ include: "rules/prompts.smk"
 include: "rules/explain.smk"
 include: "rules/simulate.smk"
 include: "rules/similarity.smk"
+include: "rules/human_eval.smk"
+include: "rules/n2g.smk"
 
 
 rule all:

@@ -224,6 +224,30 @@ def puzzle_similarity_files(wildcards=None):
     ]
 
 
+HUMAN_EVAL = config.get("human_eval") or {}
+N2G = config.get("n2g") or {}
+
+
+def n2g_score_files(wildcards=None):
+    """N2G and its token-lookup baseline, scored like the simulator (rows of Table 2)."""
+    if not N2G.get("enabled", False):
+        return []
+    return expand(f"{RUN}/n2g/{{neuron_set}}/{{method}}.parquet", neuron_set=NEURON_SETS,
+                  method=["N2G", "TokenLookup"])
+
+
+def study_explanation_files(wildcards):
+    """The explainer's explanations of every format it ran, for one neuron set."""
+    return expand(f"{RUN}/explanations/{wildcards.neuron_set}/{wildcards.explainer}/{{format}}.jsonl",
+                  format=explainer_formats(wildcards.explainer))
+
+
+def companion_tables(wildcards=None):
+    """Tables that are not ranked but that the main command should leave behind."""
+    tables = ["results/table1.csv", "results/cost_estimate.csv"]
+    return tables + (["results/table_n2g.csv"] if N2G.get("enabled", False) else [])
+
+
 def all_targets():
     targets = ["results/table1.csv", "results/cost_estimate.csv"] + explanation_files()
     return targets + (["results/table6.csv"] if evaluation_tables() else [])

@@ -31,7 +31,8 @@ rule simulate_score:
 
 rule table2:
     input:
-        score_files,
+        scores=score_files,
+        methods=n2g_score_files,
     output:
         table="results/table2.csv",
         paired="results/table2_paired.csv",
@@ -47,7 +48,7 @@ rule table6:
     input:
         tables=evaluation_tables,
         # Not ranked, but the main command (results/table6.csv) should leave every table behind.
-        companions=["results/table1.csv", "results/cost_estimate.csv"],
+        companions=companion_tables,
     output:
         "results/table6.csv",
     log:

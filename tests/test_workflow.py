@@ -127,6 +127,26 @@ def test_explanations_scores_and_tables(finished):
     assert {k for k in table6[0] if k.startswith(("adacs[", "puzzles["))} >= {"adacs[loop/rnd]", "puzzles[loop/gen]"}
 
 
+def test_n2g_rows_graphs_and_metrics(finished):
+    import csv
+    import shutil
+
+    table2 = list(csv.DictReader(open(finished / "results" / "table2.csv")))
+    assert {"N2G", "TokenLookup"} <= {r["format"] for r in table2}
+    table6 = {r["format"] for r in csv.DictReader(open(finished / "results" / "table6.csv"))}
+    assert {"N2G", "TokenLookup"} <= table6
+    metrics = list(csv.DictReader(open(finished / "results" / "table_n2g.csv")))
+    assert {(r["neuron_set"], r["method"]) for r in metrics} >= {("rnd", "N2G"), ("top", "TokenLookup")}
+    graphs = finished / "results" / "smol" / "pydocs" / "n2g" / "rnd" / "graphs"
+    dots = sorted(graphs.glob("*.dot"))
+    assert len(dots) == 3 and all(p.read_text().startswith("digraph") for p in dots)
+    assert all(p.with_suffix(".txt").read_text().strip() for p in dots)
+    if shutil.which("dot"):  # make setup installs Graphviz; a machine without it still gets DOT and text
+        assert all(p.with_suffix(".svg").read_text().lstrip().startswith(("<?xml", "<svg")) for p in dots)
+    scores = pq.read_table(finished / "results" / "smol" / "pydocs" / "n2g" / "rnd" / "N2G.parquet").to_pylist()
+    assert len(scores) == 3 and all(r["format"] == "N2G" for r in scores)
+
+
 def test_adacs_and_puzzles(finished, server):
     import csv
 

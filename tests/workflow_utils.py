@@ -50,6 +50,7 @@ def loopback_roles(base_url: str) -> dict:
         "embedders": {"loopemb": {**role, "model": "loop-embed"}},
         "adacs": {"embedder": "loopemb", "references": {"rnd": {"kind": "explainer", "explainer": "loopref"}}},
         "puzzles": {"embedder": "loopemb", "samples": 2, "sets": puzzle_sets},
+        "n2g": {"enabled": True, "augmentation": False},
     }
 
 

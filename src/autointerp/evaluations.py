@@ -97,3 +97,18 @@ register(Evaluation(
     enabled=lambda config: bool((config.get("puzzles") or {}).get("sets")),
     description="Mean embedding similarity of puzzle explanations to the ground truth (Table 4).",
 ))
+
+
+def _table5_columns(path: str):
+    cols: dict[str, tuple[dict[str, float], bool]] = {}
+    for row in read_csv(path):
+        cols.setdefault(f"human_rating[{row['explainer']}]", ({}, True))[0][row["format"]] = _f(row["mean"])
+        cols.setdefault(f"human_best[{row['explainer']}]", ({}, True))[0][row["format"]] = _f(row["pct_best"])
+    return cols
+
+
+register(Evaluation(
+    name="human", table="results/table5.csv", columns=_table5_columns,
+    enabled=lambda config: bool((config.get("human_eval") or {}).get("ratings")),
+    description="Blinded human ratings (Table 5): mean 1-5 rating and % chosen best; absent until ratings exist.",
+))

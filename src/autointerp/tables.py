@@ -36,7 +36,13 @@ def neuron_scores(path) -> dict[tuple[int, int], float]:
     return out
 
 
-def table2(items: list[dict], out_path, paired_path, *, n_boot: int = 10000) -> list[dict]:
+def table2(items: list[dict], out_path, paired_path, *, n_boot: int = 10000,
+           methods: list[dict] | None = None) -> list[dict]:
+    """``methods``: score files of explanation methods that need no explainer or simulator (N2G, token
+    lookup: ``{"neuron_set", "format", "path"}``); they join every explainer/simulator group as extra rows."""
+    groups_seen = sorted({(i["explainer"], i["simulator"]) for i in items})
+    items = list(items) + [{**m, "explainer": e, "simulator": sim} for m in (methods or [])
+                           for e, sim in groups_seen]
     sets = sorted({i["neuron_set"] for i in items})
     rows: dict[tuple, dict] = {}
     per = {}

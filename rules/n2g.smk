@@ -1,0 +1,42 @@
+# N2G (Foote et al. 2023): graph explanations fitted on the train records, scored on the valid records like the
+# simulator; rows of Table 2 (and so entries of Table 6), plus the N2G paper's own metrics.
+
+
+rule n2g:
+    input:
+        records="results/{subject}/{corpus}/records/{neuron_set}.parquet",
+        model=model_dir,
+    output:
+        n2g="results/{subject}/{corpus}/n2g/{neuron_set}/N2G.parquet",
+        lookup="results/{subject}/{corpus}/n2g/{neuron_set}/TokenLookup.parquet",
+        metrics="results/{subject}/{corpus}/n2g/{neuron_set}/metrics.csv",
+        graphs=directory("results/{subject}/{corpus}/n2g/{neuron_set}/graphs"),
+    params:
+        hook=subject_hook,
+        augmentation=N2G.get("augmentation", True),
+        device=config["subject"]["device"],
+    log:
+        "logs/{subject}/{corpus}/n2g/{neuron_set}.log",
+    benchmark:
+        "benchmarks/{subject}/{corpus}/n2g/{neuron_set}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/n2g.py"
+
+
+rule n2g_table:
+    input:
+        expand(f"{RUN}/n2g/{{neuron_set}}/metrics.csv", neuron_set=NEURON_SETS),
+    output:
+        "results/table_n2g.csv",
+    log:
+        "logs/table_n2g.log",
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../scripts/n2g_table.py"
