@@ -287,3 +287,38 @@ def test_unknown_format_is_rejected_at_start(tmp_path):
     config["prompt_formats"] = {"Original": {}, "Sumary": {}}
     work = _fails(tmp_path, config, expect="unknown format 'Sumary'; known formats: AVHS, Highlight")
     assert not (work / "results").exists()
+
+
+def test_human_study_from_the_run_feeds_table5_and_table6(finished, tmp_path):
+    import csv
+    import shutil
+
+    import yaml
+
+    from autointerp.humaneval.store import assignment, connect, get_or_create_rater, record_item
+
+    work = tmp_path / "copy"
+    shutil.copytree(finished, work, symlinks=True)
+    study = "results/smol/pydocs/human_eval/rnd/loop.sqlite"
+    proc = snakemake(work, "--cores", "2", study)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    conn = connect(work / study)
+    rater = get_or_create_rater(conn, "Ada")
+    pages = assignment(conn, rater["id"])
+    assert len(pages) == 3 and all(len(p["order"]) == 5 for p in pages)
+    for page in pages:  # rate the first-shown explanation 5 and best, the others 2
+        first = page["order"][0]
+        record_item(conn, rater["id"], page["item_id"], {e: (5 if e == first else 2) for e in page["order"]}, first)
+    conn.close()
+    config_path = work / "config" / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["human_eval"] = {"ratings": [study]}
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = snakemake(work, "--cores", "2", "results/table6.csv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table5 = list(csv.DictReader(open(work / "results" / "table5.csv")))
+    assert sum(float(r["pct_best"]) for r in table5) == pytest.approx(100, abs=1e-3)  # CSV keeps 6 digits
+    assert sum(int(r["n_ratings"]) for r in table5) == 3 * 5
+    assert sum(float(r["mean"]) * int(r["n_ratings"]) for r in table5) == pytest.approx(3 * (5 + 4 * 2))
+    header = next(csv.reader(open(work / "results" / "table6.csv")))
+    assert "human_rating[loop]" in header and "human_best[loop]" in header
