@@ -77,14 +77,24 @@ def served_study(tmp_path):
 
 def _click_and_wait(driver, element):
     """Click something that submits a form (None: reload); wait until the next page has replaced this one."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     page = driver.find_element(By.TAG_NAME, "html")
     element.click() if element is not None else driver.refresh()
+
+    def replaced(_driver):
+        # Chromium reports a replaced document either as a stale element or, since ~v150, as an inspector
+        # error ("Node with given id does not belong to the document"): both mean the old page is gone.
+        try:
+            page.is_enabled()
+            return False
+        except WebDriverException:
+            return True
+
     wait = WebDriverWait(driver, 20)
-    wait.until(ec.staleness_of(page))
+    wait.until(replaced)
     wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
