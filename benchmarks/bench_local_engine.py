@@ -2,7 +2,7 @@
 
     python benchmarks/bench_local_engine.py [MODEL_DIR] [--threads N] [--rounds R]
 
-MODEL_DIR defaults to $AUTOINTERP_SMOLLM2_DIR, else /tmp/smollm2_hf (made by
+MODEL_DIR defaults to $AUTOINTERP_SMOLLM2_DIR, else data/models/smollm2-135m/hf (made by
 ``autointerp.subject_models.dequantise_embedded``).
 
 (a) explain-like chat calls: ~1,500-token prompt sharing a ~1,300-token prefix, 60 new tokens, temperature 1;
@@ -181,7 +181,7 @@ def number_aware_cost(engine, prompts: list[str], rounds: int) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model_dir", nargs="?",
-                    default=os.environ.get("AUTOINTERP_SMOLLM2_DIR", "/tmp/smollm2_hf"))
+                    default=os.environ.get("AUTOINTERP_SMOLLM2_DIR", "data/models/smollm2-135m/hf"))
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved uncached/cached pairs per workload")
     ap.add_argument("--skip-chat", action="store_true")

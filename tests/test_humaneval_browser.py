@@ -19,7 +19,7 @@ from test_humaneval import FORMATS, NEURONS, write_inputs  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-SCREENSHOT = Path(os.environ.get("HUMANEVAL_SCREENSHOT", "/tmp/humaneval.png"))
+SCREENSHOT_ENV = "HUMANEVAL_SCREENSHOT"  # set it to keep the screenshot somewhere to look at
 
 
 def _skip_reason() -> str | None:
@@ -106,6 +106,7 @@ def _assert_blind(driver):
 
 
 def test_rate_two_neurons_in_chromium(browser, served_study, tmp_path):
+    screenshot = Path(os.environ.get(SCREENSHOT_ENV, tmp_path / "humaneval.png"))
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -151,7 +152,7 @@ def test_rate_two_neurons_in_chromium(browser, served_study, tmp_path):
             driver.find_element(By.CSS_SELECTOR, "label[for=allvalues]").click()
             assert weak_value.is_displayed()
             driver.execute_script("window.scrollTo(0, 0)")
-            driver.save_screenshot(str(SCREENSHOT))
+            driver.save_screenshot(str(screenshot))
 
         for i, fieldset in enumerate(driver.find_elements(By.CSS_SELECTOR, "fieldset.statement")):
             score = (i + page_no) % 5 + 1
@@ -196,7 +197,7 @@ def test_rate_two_neurons_in_chromium(browser, served_study, tmp_path):
         sem = math.sqrt(sum((s - mean) ** 2 for s in scores) / 1 / 2)
         assert rows[fmt]["mean"] == pytest.approx(mean) and rows[fmt]["sem"] == pytest.approx(sem)
         assert rows[fmt]["pct_best"] == pytest.approx(50.0 * sum(fmt_of[t] == fmt for t in chosen_best))
-    assert SCREENSHOT.stat().st_size > 10_000
+    assert screenshot.stat().st_size > 10_000
 
     # stop and resume: signing out, then the same name on a fresh session shows the thank-you page again
     _click_and_wait(driver, driver.find_element(By.CSS_SELECTOR, "form.stop button"))
