@@ -21,6 +21,8 @@ rule n2g:
         "benchmarks/{subject}/{corpus}/n2g/{neuron_set}.tsv"
     threads: 2
     resources:
+        # CPU-bound like the engine jobs: take the same slot so they never thrash each other's cores.
+        local_engine=1,
         mem_mb=4000,
         runtime=120,
     conda:
