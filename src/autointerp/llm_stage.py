@@ -85,6 +85,3 @@ def _local_embedder_client(role: str, cfg: dict) -> Iterator[LLMClient]:
         log.info("embedded embedder for %s at %s", role, base_url)
         yield LLMClient(RoleConfig.from_dict(role, cfg))
 
-
-def default_threads() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
