@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -67,12 +67,6 @@ def order_keys(vals, ids):
     bits = vals.contiguous().view(torch.int32)
     bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)
     return (bits.to(torch.int64) << 32) | ((2**31 - 1) - ids.to(torch.int64))
-
-
-def torch_argsort_desc(keys):
-    import torch
-
-    return torch.argsort(keys, dim=1, descending=True)
 
 
 class LayerState:
@@ -158,7 +152,9 @@ class LayerState:
 
     def ordered_top(self):
         """(values, ids, activations) of each neuron's top-k, best first."""
-        order = torch_argsort_desc(self.top_key)
+        import torch
+
+        order = torch.argsort(self.top_key, dim=1, descending=True)
         length = self.length
         return (self.top_vals.gather(1, order), self.top_ids.gather(1, order),
                 self.top_acts.gather(1, order.unsqueeze(-1).expand(-1, -1, length)))
@@ -231,10 +227,8 @@ class LayerState:
 @dataclass
 class ExtractionRun:
     states: dict[int, LayerState]
-    forward_seconds: float = 0.0
     total_seconds: float = 0.0
     n_batches: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def extract(model, token_ids: np.ndarray, settings: ExtractionSettings, *, excerpt_offset: int = 0,

@@ -33,20 +33,22 @@ RANDOM_SPLITS = ("calibration", "valid", "test")
 
 def split_indices(n_top: int, n_random: int, n_per_split: int = 5) -> dict[str, list[tuple[str, int]]]:
     """Positions (source, index) of the train and valid records."""
-    need_top = len(TOP_SPLITS) * n_per_split
-    need_random = len(RANDOM_SPLITS) * n_per_split
-    if n_top < need_top - (len(TOP_SPLITS) - 1 - TOP_SPLITS.index("valid")):
+    t, r = TOP_SPLITS.index, RANDOM_SPLITS.index
+    plan = {
+        "train": [("top", i) for i in range(t("train"), len(TOP_SPLITS) * n_per_split, len(TOP_SPLITS))],
+        "valid": [("top", i) for i in range(t("valid"), len(TOP_SPLITS) * n_per_split, len(TOP_SPLITS))]
+        + [("random", i) for i in range(r("valid"), len(RANDOM_SPLITS) * n_per_split, len(RANDOM_SPLITS))],
+    }
+    # Only the train and valid slices must exist (the reference's calibration/test slices are never used).
+    need_top = 1 + max(i for split in plan.values() for src, i in split if src == "top")
+    need_random = 1 + max(i for src, i in plan["valid"] if src == "random")
+    if n_top < need_top:
         raise RecordError(f"{n_top} top records, need {need_top} for n_examples_per_split={n_per_split}: "
                           "raise extraction.top_k")
-    if n_random < need_random - (len(RANDOM_SPLITS) - 1 - RANDOM_SPLITS.index("valid")):
+    if n_random < need_random:
         raise RecordError(f"{n_random} usable random records, need {need_random} for n_examples_per_split="
                           f"{n_per_split}: raise extraction.random_n")
-    t, r = TOP_SPLITS.index, RANDOM_SPLITS.index
-    return {
-        "train": [("top", i) for i in range(t("train"), need_top, len(TOP_SPLITS))],
-        "valid": [("top", i) for i in range(t("valid"), need_top, len(TOP_SPLITS))]
-        + [("random", i) for i in range(r("valid"), need_random, len(RANDOM_SPLITS))],
-    }
+    return plan
 
 
 class TokenDecoder:
