@@ -316,11 +316,11 @@ def run_extraction_job(*, model_dir, corpus_path, out_dir, layers, hook, device=
     import torch
 
     from .corpus import read_token_ids
+    from .snakemake_io import usable_threads
     from .subject_models import load_prepared_model, model_info, resolve_device
 
     if threads:
-        # --cores 8 on a 2-core laptop must not oversubscribe: never more threads than cores.
-        torch.set_num_threads(max(1, min(int(threads), os.cpu_count() or 1)))
+        torch.set_num_threads(usable_threads(threads))
     device = resolve_device(device)
     info = model_info(model_dir)
     layer_list = list(range(info["n_layers"])) if layers == "all" else [int(x) for x in layers]

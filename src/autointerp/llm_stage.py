@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from pathlib import Path
 from typing import Iterator
 
 from .llm import LLMClient, RoleConfig
+from .snakemake_io import usable_threads
 
 log = logging.getLogger("autointerp.llm_stage")
 
@@ -47,7 +47,7 @@ def open_client(role: str, role_config: dict, *, cache_dir: str | None, engine_d
             raise ValueError(f"role {role!r} uses the embedded engine but no prepared model folder was given")
         # Number-aware logprobs: SmolLM2 splits "10" into "1" "0", which the simulator's digit rule would read
         # as 1; the engine folds P("1" then "0") into a "10" alternative at positions after a TAB.
-        threads = max(1, min(int(threads or 1), os.cpu_count() or 1))
+        threads = usable_threads(threads)
         engine = LocalEngine(engine_folder(engine_dir), threads=threads, model_name=cfg["model"],
                              number_aware_logprobs=True, number_aware_after="\t")
         cfg["cache_endpoint"] = "local-engine/number-aware-after-tab"

@@ -17,6 +17,7 @@ import pyarrow as pa
 from .io_utils import atomic_write_parquet, write_csv
 from .record_splits import load_records
 from .simulate_stage import SCORE_SCHEMA
+from .snakemake_io import usable_threads
 
 log = logging.getLogger("autointerp.n2g")
 
@@ -33,15 +34,13 @@ def _score_row(nid, method, sample_text, scores) -> dict:
 
 def run_n2g_job(records_path, model_dir, out_scores: dict, metrics_path, graphs_dir, *, hook: str,
                 augmentation: bool = True, device: str = "cpu", threads: int | None = None) -> dict:
-    import os
-
     import torch
 
     from .n2g import N2GConfig, NeuronProbe, TokenLookup, evaluate_predictions, fit_and_evaluate, record_token_ids
     from .subject_models import load_prepared_model
 
     if threads:
-        torch.set_num_threads(max(1, min(int(threads), os.cpu_count() or 1)))
+        torch.set_num_threads(usable_threads(threads))
     model = load_prepared_model(model_dir, device=device)
     entries = load_records(records_path)
     token_ids = record_token_ids(records_path)

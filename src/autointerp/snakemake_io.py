@@ -36,3 +36,11 @@ def rule_context(snakemake):
     finally:
         root.removeHandler(handler)
         handler.close()
+
+
+def usable_threads(requested) -> int:
+    """Threads for torch: what the rule asked for, never more than the machine's cores (--cores 8 on a
+    2-core laptop must not oversubscribe), at least 1."""
+    import os
+
+    return max(1, min(int(requested or 1), os.cpu_count() or 1))
