@@ -16,6 +16,7 @@ include: "rules/simulate.smk"
 include: "rules/similarity.smk"
 include: "rules/human_eval.smk"
 include: "rules/n2g.smk"
+include: "rules/tables.smk"
 
 
 rule all:

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autointerp.corpus import build_corpus
-from autointerp.extraction import ExtractionSettings, bare_forward_seconds, extract, write_layer_shards
-from autointerp.subject_models import load_prepared_model, prepare_model
+from autointerp.extract.corpus import build_corpus
+from autointerp.extract.activations import ExtractionSettings, bare_forward_seconds, extract, write_layer_shards
+from autointerp.extract.subject_models import load_prepared_model, prepare_model
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
     python benchmarks/bench_local_engine.py [MODEL_DIR] [--threads N] [--rounds R]
 
 MODEL_DIR defaults to $AUTOINTERP_SMOLLM2_DIR, else data/models/smollm2-135m/hf (made by
-``autointerp.subject_models.dequantise_embedded``).
+``autointerp.extract.subject_models.dequantise_embedded``).
 
 (a) explain-like chat calls: ~1,500-token prompt sharing a ~1,300-token prefix, 60 new tokens, temperature 1;
 (b) simulator-like echo calls: ~1,300-token prompt sharing a ~1,000-token prefix, top-15 logprobs at every position;
@@ -121,7 +121,7 @@ def http_overhead(engine, prompts: list[str]) -> None:
 
     import openai
 
-    from autointerp.local_engine import serve
+    from autointerp.engine import serve
 
     engine.cache_entries = 4
 
@@ -189,14 +189,14 @@ def main() -> int:
     ap.add_argument("--skip-number-aware", action="store_true")
     args = ap.parse_args()
     if not Path(args.model_dir, "config.json").is_file():
-        print(f"no model folder at {args.model_dir}; make one with autointerp.subject_models.dequantise_embedded",
+        print(f"no model folder at {args.model_dir}; make one with autointerp.extract.subject_models.dequantise_embedded",
               file=sys.stderr)
         return 2
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import torch
 
-    from autointerp.local_engine import LocalEngine
+    from autointerp.engine import LocalEngine
 
     t0 = time.perf_counter()
     engine = LocalEngine(args.model_dir, threads=args.threads, cache_entries=4)

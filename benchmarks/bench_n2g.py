@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autointerp.activation_records import ActivationRecord, NeuronId
+from autointerp.common.records import ActivationRecord, NeuronId
 from autointerp.n2g import (N2GConfig, NeuronProbe, NGramLookup, TokenLookup, evaluate_predictions, fit_and_evaluate,
                             record_token_ids)
-from autointerp.record_splits import TokenDecoder, load_records
-from autointerp.subject_models import load_prepared_model, prepare_model
+from autointerp.extract.records import TokenDecoder, load_records
+from autointerp.extract.subject_models import load_prepared_model, prepare_model
 
 RECORDS = "results/smollm2-135m/debian-english/records/random.parquet"
 
@@ -64,7 +64,7 @@ def bare_seconds(probe: RecordingProbe) -> float:
 
 def docs_records(model, neurons: list[NeuronId], n_excerpts: int = 96):
     """Records built from Python's docs when the pipeline's records file is absent."""
-    from autointerp.corpus import build_corpus
+    from autointerp.extract.corpus import build_corpus
 
     spec = {"source": "python_docs", "excerpt_tokens": 64, "n_excerpts": n_excerpts, "seed": 0}
     ids = np.array(build_corpus(spec, model.tokenizer).column("token_ids").to_pylist(), dtype=np.int64)

@@ -7,8 +7,8 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 import re  # noqa: E402
 
-from autointerp.config import validate_config  # noqa: E402
-from autointerp.prompt_rendering import resolve_format  # noqa: E402
+from autointerp.common.config import validate_config  # noqa: E402
+from autointerp.prompts.stage import resolve_format  # noqa: E402
 
 validate_config(config, Path(workflow.basedir) / "config" / "config.schema.yaml")
 for _name, _spec in config["prompt_formats"].items():
@@ -158,8 +158,8 @@ def score_files(wildcards=None):
 
 
 def evaluation_tables(wildcards=None):
-    """Every enabled evaluation's table (the registry in autointerp.evaluations), for Table 6."""
-    from autointerp.evaluations import enabled_tables
+    """Every enabled evaluation's table (the registry in autointerp.tables.evaluations), for Table 6."""
+    from autointerp.tables.evaluations import enabled_tables
 
     return enabled_tables(config)
 

@@ -33,20 +33,4 @@ rule explain:
     conda:
         "../envs/torch.yaml"
     script:
-        "../scripts/explain.py"
-
-
-rule cost_estimate:
-    input:
-        prompts=prompt_files,
-        records=expand(f"{RUN}/records/{{neuron_set}}.parquet", neuron_set=NEURON_SETS),
-    output:
-        "results/cost_estimate.csv",
-    params:
-        explainers=config["explainers"],
-    log:
-        "logs/cost_estimate.log",
-    conda:
-        "../envs/pipeline.yaml"
-    script:
-        "../scripts/cost_estimate.py"
+        "../scripts/explain/explain.py"

@@ -29,7 +29,7 @@ rule prepare_model:
     conda:
         "../envs/torch.yaml"
     script:
-        "../scripts/prepare_model.py"
+        "../scripts/extract/prepare_model.py"
 
 
 rule build_corpus:
@@ -49,7 +49,7 @@ rule build_corpus:
     conda:
         "../envs/torch.yaml"
     script:
-        "../scripts/build_corpus.py"
+        "../scripts/extract/build_corpus.py"
 
 
 rule extract_activations:
@@ -80,7 +80,7 @@ rule extract_activations:
     conda:
         "../envs/torch.yaml"
     script:
-        "../scripts/extract_activations.py"
+        "../scripts/extract/extract_activations.py"
 
 
 rule neuron_set:
@@ -95,7 +95,7 @@ rule neuron_set:
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../scripts/neuron_set.py"
+        "../scripts/extract/neuron_set.py"
 
 
 rule records:
@@ -117,4 +117,4 @@ rule records:
     conda:
         "../envs/torch.yaml"
     script:
-        "../scripts/records.py"
+        "../scripts/extract/records.py"

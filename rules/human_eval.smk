@@ -1,5 +1,5 @@
 # Blinded human evaluation (Table 5): a study prepared from a finished run, rated in the web app
-# (python -m autointerp.humaneval serve --db …), and Table 5 from the configured rating files.
+# (python -m autointerp.human_eval serve --db …), and Table 5 from the configured rating files.
 
 
 rule prepare_human_study:
@@ -16,17 +16,4 @@ rule prepare_human_study:
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../scripts/prepare_human_study.py"
-
-
-rule table5:
-    input:
-        HUMAN_EVAL.get("ratings") or [],
-    output:
-        "results/table5.csv",
-    log:
-        "logs/table5.log",
-    conda:
-        "../envs/pipeline.yaml"
-    script:
-        "../scripts/table5.py"
+        "../scripts/human_eval/prepare_human_study.py"

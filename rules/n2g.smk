@@ -28,17 +28,4 @@ rule n2g:
     conda:
         "../envs/torch.yaml"
     script:
-        "../scripts/n2g.py"
-
-
-rule n2g_table:
-    input:
-        expand(f"{RUN}/n2g/{{neuron_set}}/metrics.csv", neuron_set=NEURON_SETS),
-    output:
-        "results/table_n2g.csv",
-    log:
-        "logs/table_n2g.log",
-    conda:
-        "../envs/pipeline.yaml"
-    script:
-        "../scripts/n2g_table.py"
+        "../scripts/n2g/n2g.py"

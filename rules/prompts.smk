@@ -17,17 +17,4 @@ rule render_prompts:
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../scripts/render_prompts.py"
-
-
-rule table1:
-    input:
-        compared_prompt_files,
-    output:
-        "results/table1.csv",
-    log:
-        "logs/table1.log",
-    conda:
-        "../envs/pipeline.yaml"
-    script:
-        "../scripts/table1.py"
+        "../scripts/prompts/render_prompts.py"

@@ -24,20 +24,7 @@ rule adacs_similarity:
     conda:
         "../envs/torch.yaml"
     script:
-        "../scripts/similarity.py"
-
-
-rule table3:
-    input:
-        similarity_files,
-    output:
-        "results/table3.csv",
-    log:
-        "logs/table3.log",
-    conda:
-        "../envs/pipeline.yaml"
-    script:
-        "../scripts/table3.py"
+        "../scripts/similarity/similarity.py"
 
 
 rule puzzle_set:
@@ -52,7 +39,7 @@ rule puzzle_set:
     conda:
         "../envs/torch.yaml"
     script:
-        "../scripts/puzzle_set.py"
+        "../scripts/similarity/puzzle_set.py"
 
 
 rule render_puzzle_prompts:
@@ -70,7 +57,7 @@ rule render_puzzle_prompts:
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../scripts/render_puzzle_prompts.py"
+        "../scripts/similarity/render_puzzle_prompts.py"
 
 
 rule explain_puzzles:
@@ -100,7 +87,7 @@ rule explain_puzzles:
     conda:
         "../envs/torch.yaml"
     script:
-        "../scripts/explain.py"
+        "../scripts/explain/explain.py"
 
 
 rule puzzle_similarity:
@@ -121,17 +108,4 @@ rule puzzle_similarity:
     conda:
         "../envs/torch.yaml"
     script:
-        "../scripts/similarity.py"
-
-
-rule table4:
-    input:
-        puzzle_similarity_files,
-    output:
-        "results/table4.csv",
-    log:
-        "logs/table4.log",
-    conda:
-        "../envs/pipeline.yaml"
-    script:
-        "../scripts/table4.py"
+        "../scripts/similarity/similarity.py"

@@ -26,34 +26,4 @@ rule simulate_score:
     conda:
         "../envs/torch.yaml"
     script:
-        "../scripts/simulate_score.py"
-
-
-rule table2:
-    input:
-        scores=score_files,
-        methods=n2g_score_files,
-    output:
-        table="results/table2.csv",
-        paired="results/table2_paired.csv",
-    log:
-        "logs/table2.log",
-    conda:
-        "../envs/pipeline.yaml"
-    script:
-        "../scripts/table2.py"
-
-
-rule table6:
-    input:
-        tables=evaluation_tables,
-        # Not ranked, but the main command (results/table6.csv) should leave every table behind.
-        companions=companion_tables,
-    output:
-        "results/table6.csv",
-    log:
-        "logs/table6.log",
-    conda:
-        "../envs/pipeline.yaml"
-    script:
-        "../scripts/table6.py"
+        "../scripts/simulate/simulate_score.py"

@@ -32,7 +32,7 @@ def make_client(loopback, tmp_path):
 @pytest.fixture(scope="session")
 def embedded_model_dir(tmp_path_factory):
     """The embedded SmolLM2 prepared once per test session (dequantising takes ~18 s)."""
-    from autointerp.subject_models import prepare_model
+    from autointerp.extract.subject_models import prepare_model
 
     out = tmp_path_factory.mktemp("models") / "smollm2"
     prepare_model("embedded:smollm2-135m-instruct", out)

@@ -9,8 +9,8 @@ import urllib.error
 
 import pytest
 
-from autointerp import baselines
-from autointerp.baselines import (
+from autointerp.similarity import references as baselines
+from autointerp.similarity.references import (
     Baseline,
     NeuronViewerUnavailable,
     as_texts,

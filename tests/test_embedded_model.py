@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from autointerp.subject_models import SubjectModelError, load_prepared_model, prepare_model
+from autointerp.extract.subject_models import SubjectModelError, load_prepared_model, prepare_model
 
 pytestmark = pytest.mark.slow
 

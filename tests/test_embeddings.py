@@ -16,7 +16,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from autointerp.embeddings import cosine, cosine_rows, embed_texts, normalise_text, similarity_to_reference
+from autointerp.similarity.embeddings import cosine, cosine_rows, embed_texts, normalise_text, similarity_to_reference
 from loopback_server import unit_vector
 
 # ---------------------------------------------------------------- cosine maths
@@ -105,7 +105,7 @@ def test_similarity_to_reference(make_client, loopback):
 
 
 def _minilm_available() -> bool:
-    from autointerp.local_engine.embedder import default_model_dir
+    from autointerp.engine.embedder import default_model_dir
 
     try:
         default_model_dir()
@@ -120,14 +120,14 @@ minilm = pytest.mark.skipif(not _minilm_available(),
 
 @pytest.fixture(scope="module")
 def embedder():
-    from autointerp.local_engine.embedder import LocalEmbedder
+    from autointerp.engine.embedder import LocalEmbedder
 
     return LocalEmbedder(threads=1)
 
 
 @minilm
 def test_minilm_folder_pipeline():
-    from autointerp.local_engine.embedder import default_model_dir, read_pipeline
+    from autointerp.engine.embedder import default_model_dir, read_pipeline
 
     p = read_pipeline(default_model_dir())
     assert p == {"max_seq_length": 256, "do_lower_case": False, "pooling": "mean", "normalize": True}
@@ -167,7 +167,7 @@ def test_minilm_equals_hand_computation(embedder):
 @minilm
 def test_minilm_over_http_matches_direct(embedder, tmp_path):
     from autointerp.llm import LLMClient
-    from autointerp.local_engine.server import serve_embedder
+    from autointerp.engine.server import serve_embedder
 
     texts = [" words related to comparison.", "verbs indicating questioning or challenging behavior.", "x"]
     direct = np.asarray(embedder.embed(texts))
@@ -201,7 +201,7 @@ def test_minilm_over_http_matches_direct(embedder, tmp_path):
 @minilm
 def test_server_with_engine_and_embedder(embedder):
     """The same server process answers embeddings next to an engine (stub here: only its name is used)."""
-    from autointerp.local_engine.server import serve
+    from autointerp.engine.server import serve
 
     stub = types.SimpleNamespace(model_name="stub-lm")
     with serve(stub, embedder=embedder) as url:
@@ -218,7 +218,7 @@ def test_server_with_engine_and_embedder(embedder):
 def test_open_client_starts_local_embedder(tmp_path):
     """provider: local + model all-minilm-l6-v2: open_client starts an embeddings-only engine (no prepared folder),
     and similarity runs through it with the response cache."""
-    from autointerp.llm_stage import open_client
+    from autointerp.llm.roles import open_client
 
     ref = " words related to comparison."
     pairs = [("comparisons between different entities or situations.", ref), ("the capital of France", ref)]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from autointerp.explain import ExplainError, ExplainSettings, clean_explanation, run_explain_job
+from autointerp.explain.stage import ExplainError, ExplainSettings, clean_explanation, run_explain_job
 
 
 def prompt_line(layer, neuron, fmt="Summary"):

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from autointerp.extraction import ExtractionError, ExtractionSettings, extract, random_sample_ids
+from autointerp.extract.activations import ExtractionError, ExtractionSettings, extract, random_sample_ids
 from tiny_models import brute_force_activations, random_token_ids, tiny_subject
 
 HOOK = "blocks.{layer}.mlp.hook_post"
@@ -95,7 +95,7 @@ def test_layer_out_of_range(model, tokens):
 
 
 def test_missing_hook_point(model, tokens):
-    from autointerp.subject_models import SubjectModelError
+    from autointerp.extract.subject_models import SubjectModelError
 
     settings = ExtractionSettings(layers=[0], hook="blocks.{layer}.mlp.hook_nope", top_k=3, random_n=3)
     with pytest.raises(SubjectModelError, match=r"hook point 'blocks\.0\.mlp\.hook_nope'.*include: .*hook_post"):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from autointerp.activation_records import ActivationRecord, NeuronId
-from autointerp.formats import (
+from autointerp.common.records import ActivationRecord, NeuronId
+from autointerp.prompts.formats import (
     FORMATS,
     PAPER_FORMATS,
     RENDERERS,
@@ -28,7 +28,7 @@ from autointerp.formats import (
     render,
     variant_from_config,
 )
-from autointerp.tokens import count_chat_tokens
+from autointerp.prompts.tokens import count_chat_tokens
 
 REFERENCE_DATA = Path(__file__).resolve().parents[2] / "shared" / "reference-data"
 ENDING = "\nExplanation of neuron 4 behavior: the main thing this neuron does is find"

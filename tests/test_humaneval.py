@@ -1,4 +1,4 @@
-"""The blinded human evaluation (autointerp.humaneval): study database, assignment, blinding, validation,
+"""The blinded human evaluation (autointerp.human_eval): study database, assignment, blinding, validation,
 idempotent and concurrent submissions, export and Table 5. Requests go straight to the WSGI app (no sockets)
 except where the real threaded server is the point."""
 
@@ -21,10 +21,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from autointerp.humaneval import (StudyError, ValidationError, export_ratings, get_or_create_rater, prepare_study,
+from autointerp.human_eval import (StudyError, ValidationError, export_ratings, get_or_create_rater, prepare_study,
                                   record_item, table5)
-from autointerp.humaneval import store
-from autointerp.humaneval.web import HumanEvalApp, make_http_server
+from autointerp.human_eval import store
+from autointerp.human_eval.web import HumanEvalApp, make_http_server
 
 # Distinctive format names: any appearance in a page is a leak, never a coincidence.
 FORMATS = ["Zq1Original", "Zq2Summary", "Zq3Highlight", "Zq4HighlightSummary", "Zq5AVHS"]
@@ -539,7 +539,7 @@ def test_export_and_table5_by_hand(tmp_path):
 
 
 def test_cli_prepare_export_table5(tmp_path, capsys):
-    from autointerp.humaneval.__main__ import main
+    from autointerp.human_eval.__main__ import main
 
     folder = tmp_path / "explanations" / "random" / "gpt-x"
     folder.mkdir(parents=True)

@@ -59,8 +59,8 @@ def browser(tmp_path):
 
 @pytest.fixture
 def served_study(tmp_path):
-    from autointerp.humaneval import prepare_study
-    from autointerp.humaneval.web import make_http_server
+    from autointerp.human_eval import prepare_study
+    from autointerp.human_eval.web import make_http_server
 
     records, files = write_inputs(tmp_path)
     db = tmp_path / "study.sqlite"
@@ -110,7 +110,7 @@ def test_rate_two_neurons_in_chromium(browser, served_study, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    from autointerp.humaneval import table5
+    from autointerp.human_eval import table5
 
     db, base = served_study
     driver = browser

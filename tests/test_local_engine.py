@@ -23,7 +23,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from autointerp.local_engine import LocalEngine, serve  # noqa: E402
+from autointerp.engine import LocalEngine, serve  # noqa: E402
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PREFIX = (
@@ -334,7 +334,7 @@ def test_cli_ready_file_and_sigterm(tiny_model_dir, tmp_path):
     src = str(Path(autointerp.__file__).resolve().parents[1])
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "autointerp.local_engine", "--model-dir", str(tiny_model_dir), "--port", "0",
+        [sys.executable, "-m", "autointerp.engine", "--model-dir", str(tiny_model_dir), "--port", "0",
          "--ready-file", str(ready), "--threads", "1", "--log-level", "WARNING"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -462,7 +462,7 @@ def _check_merged(engine: LocalEngine, raw, merged, n_top: int, context: list[in
 
 
 def test_number_aware_merge_equals_brute_force(digit_engine, monkeypatch):
-    from autointerp.local_engine import engine as engine_module
+    from autointerp.engine import engine as engine_module
 
     raw = digit_engine.prompt_logprobs(DIGIT_PROMPT, 15)
     merged = digit_engine.prompt_logprobs(DIGIT_PROMPT, 15, merge_digit_numbers=True)

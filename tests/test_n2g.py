@@ -11,13 +11,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from autointerp.activation_records import ActivationRecord
+from autointerp.common.records import ActivationRecord
 from autointerp.n2g import (N2GConfig, N2GModel, NeuronProbe, NextTokenSubstitutes, NGramLookup, TokenLookup,
                             TrainValidOverlapError, Trie, augment, evaluate_predictions, firing_metrics,
                             fit_and_evaluate, fit_neuron, make_line, neutral_token_id, prune, sample_lines,
                             saliency, saliency_batch)
 from autointerp.n2g.fit import _post_context, candidate_lengths
-from autointerp.scoring import score_simulations
+from autointerp.simulate.scoring import score_simulations
 from tiny_models import random_token_ids, tiny_subject
 
 
@@ -218,7 +218,7 @@ def test_next_token_substitutes(tiny):
 
 def _entry(probe, n_train=3, n_valid=3, length=16, seed=0):
     ids = random_token_ids(n_train + n_valid, length, seed=seed)
-    from autointerp.record_splits import TokenDecoder
+    from autointerp.extract.records import TokenDecoder
 
     decode = TokenDecoder(probe.tokenizer)
     acts = probe.activations(ids)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from autointerp import puzzles as pz
-from autointerp.activation_records import ActivationRecord
+from autointerp.similarity import puzzles as pz
+from autointerp.common.records import ActivationRecord
 
 SHARED_PUZZLES = Path(__file__).resolve().parents[2] / "shared" / "reference-data" / "puzzles.json"
 needs_shared = pytest.mark.skipif(not SHARED_PUZZLES.is_file(), reason="shared reference data not present")
@@ -273,7 +273,7 @@ def test_mix_is_seventy_thirty_and_seeded():
 def test_short_supply_and_min_active_skip(caplog):
     [p] = pz.generate_puzzles(_corpus(4, 1), rules=["colors"])
     assert (len(p.records), sum(any(r.activations) for r in p.records)) == (5, 4)
-    with caplog.at_level(logging.INFO, logger="autointerp.puzzles"):
+    with caplog.at_level(logging.INFO, logger="autointerp.similarity.puzzles"):
         assert pz.generate_puzzles(_corpus(2, 10), rules=["colors"], min_active=3) == []
     assert "'colors' skipped: 2 of 12" in caplog.text
     assert [p.name for p in pz.generate_puzzles(_corpus(3, 10), min_active=3)] == ["colors"]

@@ -8,11 +8,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from autointerp.config import ConfigError, validate_config
-from autointerp.corpus import CorpusError, build_corpus, cut_excerpts, read_token_ids, write_corpus
-from autointerp.extraction import ExtractionSettings, extract, write_layer_shards
-from autointerp.neuron_sets import NeuronSetError, read_csv_neurons, select_neurons
-from autointerp.record_splits import RecordError, build_records, split_indices
+from autointerp.common.config import ConfigError, validate_config
+from autointerp.extract.corpus import CorpusError, build_corpus, cut_excerpts, read_token_ids, write_corpus
+from autointerp.extract.activations import ExtractionSettings, extract, write_layer_shards
+from autointerp.extract.neuron_sets import NeuronSetError, read_csv_neurons, select_neurons
+from autointerp.extract.records import RecordError, build_records, split_indices
 from tiny_models import random_token_ids, tiny_subject, word_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +67,7 @@ def load_records_from(table):
     out = {}
     for r in table.to_pylist():
         e = out.setdefault((r["layer"], r["neuron"]), {"train": [], "valid": [], "cutoff": r["cutoff"]})
-        from autointerp.activation_records import ActivationRecord
+        from autointerp.common.records import ActivationRecord
 
         e[r["split"]].append(ActivationRecord(r["tokens"], r["activations"], excerpt_id=r["excerpt_id"]))
     return out
@@ -175,7 +175,7 @@ def test_default_config_is_valid_and_gets_defaults():
 def test_presets_are_valid(name):
     import yaml
 
-    from autointerp.prompt_rendering import resolve_format
+    from autointerp.prompts.stage import resolve_format
 
     config = yaml.safe_load((ROOT / "config" / "presets" / name).read_text())
     validate_config(config, SCHEMA)

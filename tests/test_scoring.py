@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from autointerp.scoring import (
+from autointerp.simulate.scoring import (
     mean_sem,
     paired_comparison,
     pearson,
@@ -16,7 +16,7 @@ from autointerp.scoring import (
     score_simulations,
     wilcoxon_signed_rank,
 )
-from autointerp.simulation import SequenceSimulation
+from autointerp.simulate import SequenceSimulation
 
 TRUE = [[0.0, 1.5, 3.0, -0.2], [2.0, 0.1, 0.0], [0.0, 0.3, -0.1, 0.0, 4.0], [1.0, 0.0]]
 EXP = [[0.1, 2.0, 6.5, 0.0], [5.0, 1.0, 0.2], [0.4, 0.0, 0.3, 1.0, 9.0], [0.0, 3.0]]

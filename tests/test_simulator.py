@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import regex
 
-from autointerp.formats.render import END_OF_PROMPT
-from autointerp.simulation import (
+from autointerp.prompts.formats.render import END_OF_PROMPT
+from autointerp.simulate import (
     SequenceSimulation,
     align_prompt_logprobs,
     build_chat_simulation_messages,
@@ -190,7 +190,7 @@ def test_unaligned_position_is_flagged_not_shifted():
 
 @pytest.mark.parametrize("encoding", ["cl100k_base", "o200k_base"])
 def test_echo_alignment_with_openai_encodings(encoding):
-    from autointerp.tokens import get_encoding
+    from autointerp.prompts.tokens import get_encoding
 
     enc = get_encoding(encoding)
     p = build_simulator_prompt(EXPL, TRICKY)
@@ -340,7 +340,7 @@ def test_smollm2_engine_alignment(tmp_path):
     from test_local_engine import _load_tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from autointerp.local_engine import LocalEngine
+    from autointerp.engine import LocalEngine
 
     tok = _load_tokenizer()
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,

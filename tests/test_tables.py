@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from autointerp import evaluations
-from autointerp.tables import rank_formats, table2, table6
+from autointerp.tables import evaluations
+from autointerp.tables.ranking import rank_formats, table2, table6
 
 
 def test_rank_formats_ties_share_average_rank_and_nan_is_unranked():

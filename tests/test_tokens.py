@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from autointerp import tokens
-from autointerp.tokens import TokenizerError, count_chat_tokens, count_text_tokens, get_encoding
+from autointerp.prompts import tokens
+from autointerp.prompts.tokens import TokenizerError, count_chat_tokens, count_text_tokens, get_encoding
 
 
 @pytest.fixture

@@ -295,7 +295,7 @@ def test_human_study_from_the_run_feeds_table5_and_table6(finished, tmp_path):
 
     import yaml
 
-    from autointerp.humaneval.store import assignment, connect, get_or_create_rater, record_item
+    from autointerp.human_eval.store import assignment, connect, get_or_create_rater, record_item
 
     work = tmp_path / "copy"
     shutil.copytree(finished, work, symlinks=True)

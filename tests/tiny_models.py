@@ -28,7 +28,7 @@ def tiny_llama(seed: int = 0, *, layers: int = 2, d_mlp: int = 48, vocab: int = 
 
 
 def tiny_subject(seed: int = 0, **kw):
-    from autointerp.subject_models import wrap_hf_model
+    from autointerp.extract.subject_models import wrap_hf_model
 
     hf, tok = tiny_llama(seed, **kw)
     return wrap_hf_model(hf, tok, name="tiny-llama")

@@ -5,16 +5,16 @@ __version__ = "0.1.0"
 
 def known_errors() -> tuple[type[BaseException], ...]:
     """Error classes that carry a complete user-facing message (printed without a traceback)."""
-    from .config import ConfigError
-    from .corpus import CorpusError
-    from .extraction import ExtractionError
-    from .neuron_sets import NeuronSetError
-    from .prompt_rendering import FormatConfigError
-    from .puzzles import PuzzleError
-    from .record_splits import RecordError
-    from .subject_models import SubjectModelError
+    from autointerp.common.config import ConfigError
+    from autointerp.extract.corpus import CorpusError
+    from autointerp.extract.activations import ExtractionError
+    from autointerp.extract.neuron_sets import NeuronSetError
+    from autointerp.prompts.stage import FormatConfigError
+    from autointerp.similarity.puzzles import PuzzleError
+    from autointerp.extract.records import RecordError
+    from autointerp.extract.subject_models import SubjectModelError
 
-    from .explain import ExplainError
+    from autointerp.explain.stage import ExplainError
 
     return (ConfigError, CorpusError, ExtractionError, NeuronSetError, RecordError, SubjectModelError,
             FormatConfigError, PuzzleError, ExplainError)

@@ -1,8 +1,8 @@
 """LLM client layer: one configured client per role (explainer, simulator, embedder) over any
 OpenAI-compatible endpoint, with a persistent content-addressed cache, retries, limits and a usage ledger."""
 
-from .cache import ResponseCache, cache_key, canonical_json
-from .client import (
+from autointerp.llm.cache import ResponseCache, cache_key, canonical_json
+from autointerp.llm.client import (
     ChatResult,
     EchoLogprobsResult,
     EmbedResult,
@@ -18,8 +18,8 @@ from .client import (
     make_clients,
     run_many,
 )
-from .config import LLMConfigError, RoleConfig, normalise_base_url
-from .ledger import Ledger, UsageRecord, estimate_cost
+from autointerp.llm.config import LLMConfigError, RoleConfig, normalise_base_url
+from autointerp.llm.ledger import Ledger, UsageRecord, estimate_cost
 
 __all__ = [
     "ChatResult", "EchoLogprobsResult", "EmbedResult", "LLMClient", "LLMConfigError", "LLMError", "LLMRequestError",

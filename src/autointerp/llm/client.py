@@ -32,9 +32,9 @@ try:  # the HTTP library the installed openai SDK is built on
 except ImportError:  # pragma: no cover - older SDKs
     import httpx as _httpx  # type: ignore[no-redef]
 
-from .cache import ResponseCache, cache_key
-from .config import RoleConfig
-from .ledger import Ledger, UsageRecord, estimate_cost
+from autointerp.llm.cache import ResponseCache, cache_key
+from autointerp.llm.config import RoleConfig
+from autointerp.llm.ledger import Ledger, UsageRecord, estimate_cost
 
 
 class LLMError(Exception):

@@ -10,7 +10,7 @@ their siblings' continuations, and prediction walks backwards from each token gr
 Public API::
 
     probe = NeuronProbe(loaded_model, layer, neuron)                     # hook blocks.{layer}.mlp.hook_post
-    entry = load_records(path)[NeuronId(layer, neuron)]                  # autointerp.record_splits
+    entry = load_records(path)[NeuronId(layer, neuron)]                  # autointerp.extract.records
     ids = record_token_ids(path)                                         # {excerpt_id: token ids}
     model, scores = fit_and_evaluate(probe, entry, ids)                  # train on train, score on valid
     model = fit_neuron(probe, records, ids, a_max=..., forbidden_excerpt_ids=valid_ids,
@@ -52,14 +52,14 @@ merging always applied), 14 (n-gram threshold on normalised activations), 15 (no
 pruning, no failing fallback). Everything is deterministic for fixed inputs (no sampling; insertion order).
 """
 
-from .baselines import NGramLookup, TokenLookup
-from .evaluate import evaluate_predictions, firing_metrics, fit_and_evaluate, record_token_ids
-from .fit import (N2GConfig, NextTokenSubstitutes, PrunedPrompt, SubstituteSource, TrainValidOverlapError, augment,
+from autointerp.n2g.baselines import NGramLookup, TokenLookup
+from autointerp.n2g.evaluate import evaluate_predictions, firing_metrics, fit_and_evaluate, record_token_ids
+from autointerp.n2g.fit import (N2GConfig, NextTokenSubstitutes, PrunedPrompt, SubstituteSource, TrainValidOverlapError, augment,
                   check_disjoint, fit_neuron, importance_matrix, prune, sample_lines, saliency, saliency_batch)
-from .model import N2GModel, normalise_token
-from .probe import DEFAULT_HOOK, NeuronProbe, neutral_token_id
-from .render import describe, render_svg, to_dot
-from .trie import Line, Trie, make_line
+from autointerp.n2g.model import N2GModel, normalise_token
+from autointerp.n2g.probe import DEFAULT_HOOK, NeuronProbe, neutral_token_id
+from autointerp.n2g.render import describe, render_svg, to_dot
+from autointerp.n2g.trie import Line, Trie, make_line
 
 __all__ = [
     "DEFAULT_HOOK", "Line", "N2GConfig", "N2GModel", "NGramLookup", "NeuronProbe", "NextTokenSubstitutes",

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..activation_records import ActivationRecord
+from autointerp.common.records import ActivationRecord
 
 
 class TokenLookup:

@@ -7,8 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..activation_records import ActivationRecord
-from ..scoring import score_simulations
+from autointerp.common.records import ActivationRecord
+from autointerp.simulate.scoring import score_simulations
 
 
 def firing_metrics(true_norm: Sequence[Sequence[float]], pred_norm: Sequence[Sequence[float]],
@@ -53,7 +53,7 @@ def fit_and_evaluate(probe, entry: dict, token_ids, *, extra_records: Sequence[A
     """Fit on a neuron's ``train`` records (plus ``extra_records``, e.g. more of its top records) and score
     on its ``valid`` ones. ``entry`` is one value of ``record_splits.load_records``. Any training record
     whose excerpt id is a valid one raises ``TrainValidOverlapError``. Returns (model, scores)."""
-    from .fit import N2GConfig, fit_neuron
+    from autointerp.n2g.fit import N2GConfig, fit_neuron
 
     valid = entry["valid"]
     if any(r.excerpt_id is None for r in valid):

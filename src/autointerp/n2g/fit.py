@@ -20,10 +20,10 @@ from typing import Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from ..activation_records import ActivationRecord
-from ..record_splits import TokenDecoder
-from .probe import neutral_token_id
-from .trie import COMBINE, Line, make_line
+from autointerp.common.records import ActivationRecord
+from autointerp.extract.records import TokenDecoder
+from autointerp.n2g.probe import neutral_token_id
+from autointerp.n2g.trie import COMBINE, Line, make_line
 
 WORD_PATTERN = r"\s?[^\W\d_]+(?:'[^\W\d_]+)?"
 
@@ -348,7 +348,7 @@ def fit_neuron(probe, records: Sequence[ActivationRecord], token_ids, *, a_max: 
     id is in ``forbidden_excerpt_ids`` raises ``TrainValidOverlapError``. ``substitutes`` overrides the
     default augmentation source (``NextTokenSubstitutes`` on the subject) when augmentation is on.
     """
-    from .model import N2GModel
+    from autointerp.n2g.model import N2GModel
 
     started = time.perf_counter()
     fwd0 = probe.log.seconds if hasattr(probe, "log") else 0.0

@@ -8,8 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..activation_records import ActivationRecord
-from .trie import Line, Trie
+from autointerp.common.records import ActivationRecord
+from autointerp.n2g.trie import Line, Trie
 
 
 def normalise_token(token):
@@ -35,7 +35,7 @@ class N2GModel:
     stats: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from .fit import N2GConfig
+        from autointerp.n2g.fit import N2GConfig
 
         if self.config is None:
             self.config = N2GConfig()
@@ -62,17 +62,17 @@ class N2GModel:
 
     # ------------------------------------------------------------------ rendering (see render.py)
     def to_dot(self, **kw) -> str:
-        from .render import to_dot
+        from autointerp.n2g.render import to_dot
 
         return to_dot(self, **kw)
 
     def render_svg(self, path=None, **kw) -> str:
-        from .render import render_svg
+        from autointerp.n2g.render import render_svg
 
         return render_svg(self.to_dot(**kw), path)
 
     def describe(self, **kw) -> str:
-        from .render import describe
+        from autointerp.n2g.render import describe
 
         return describe(self, **kw)
 

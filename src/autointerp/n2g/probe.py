@@ -52,7 +52,7 @@ class ForwardLog:
 
 
 class NeuronProbe:
-    """One MLP neuron of a ``LoadedModel`` (``autointerp.subject_models``).
+    """One MLP neuron of a ``LoadedModel`` (``autointerp.extract.subject_models``).
 
     ``activations(ids)`` runs the bridge only up to the neuron's block (``stop_at_layer``), so early-layer
     neurons are cheap; ``logits(ids)`` runs the whole model (used by the augmentation substitutes).

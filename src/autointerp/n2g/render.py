@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from collections import deque
 
-from .trie import Line
+from autointerp.n2g.trie import Line
 
 
 class _GNode:

@@ -1,0 +1,397 @@
+"""An OpenAI-compatible HTTP front for a ``LocalEngine`` (standard library only).
+
+Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions`` (legacy; ``echo=True,
+max_tokens=0, logprobs=N`` gives prompt-token logprobs), plus ``GET /health``. Any model name is accepted (and
+logged): the engine serves one model. Unsupported parameters that would change the answer (``n>1``,
+``stream=True``, penalties, ``logit_bias``, tools, ``best_of>1``, ``suffix``) get a 400 JSON error rather than
+being silently ignored.
+
+Non-standard request field (legacy completions only): ``"merge_digit_numbers": true|false`` turns the engine's
+number-aware mode on or off for the echoed prompt's ``top_logprobs`` (merged "10" / complete-"1" entries for
+digit-splitting tokenizers; see ``engine.py``). Absent, the engine's ``number_aware_logprobs`` decides, so a
+server whose engine was built with ``number_aware_logprobs=True`` (CLI ``--number-aware-logprobs``) gives it to
+the unmodified OpenAI client; with the openai package, send the field as ``extra_body={"merge_digit_numbers": ...}``.
+Tokens generated after the prompt (``max_tokens > 0``) are not merged.
+
+Embeddings (addition): a server built with an embedder (``serve(engine, embedder=...)``, or embedder-only with
+``serve_embedder(embedder)``) also answers ``POST /v1/embeddings`` in OpenAI's shape (``data[i].embedding``,
+``usage.prompt_tokens``; ``encoding_format`` "float" or "base64"); see ``embedder.py``. Without one that route is a
+404, as are the completion routes on an embedder-only server.
+
+Loopback details that matter (measured, see research/offline_stack.md): TCP_NODELAY on every connection, each
+response written with one ``write`` (otherwise Nagle + delayed ACK add ~40 ms per request), and a listen backlog
+well above 5 so bursts of connections are queued, not refused. The engine serialises model work itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import http.server
+import json
+import logging
+import socket
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Iterator
+
+from autointerp.engine.engine import EngineError, LocalEngine
+
+if TYPE_CHECKING:
+    from autointerp.engine.embedder import LocalEmbedder
+
+log = logging.getLogger("autointerp.engine.server")
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+
+_STATUS_TEXT = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 411: "Length Required",
+                413: "Payload Too Large", 500: "Internal Server Error"}
+
+
+class RequestError(Exception):
+    def __init__(self, message: str, param: str | None = None, status: int = 400, code: str | None = None):
+        super().__init__(message)
+        self.param, self.status, self.code = param, status, code
+
+
+def _error_body(message: str, *, kind: str = "invalid_request_error", param: str | None = None,
+                code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+# ---------------------------------------------------------------------------------------------- request handling
+
+
+def _reject_unsupported(body: dict[str, Any], *, chat: bool) -> None:
+    n = body.get("n", 1)
+    if n not in (None, 1):
+        raise RequestError("n > 1 is not supported by the local engine; send n separate requests", "n")
+    if body.get("stream"):
+        raise RequestError("stream=true is not supported by the local engine", "stream")
+    for name in ("presence_penalty", "frequency_penalty"):
+        v = body.get(name)
+        if v not in (None, 0, 0.0):
+            raise RequestError(f"{name} is not supported by the local engine (only 0)", name)
+    if body.get("logit_bias"):
+        raise RequestError("logit_bias is not supported by the local engine", "logit_bias")
+    if chat:
+        for name in ("tools", "functions", "tool_choice", "function_call"):
+            if body.get(name):
+                raise RequestError(f"{name} is not supported by the local engine", name)
+        rf = body.get("response_format")
+        if rf not in (None, {"type": "text"}):
+            raise RequestError("response_format other than text is not supported by the local engine",
+                               "response_format")
+    else:
+        if body.get("best_of") not in (None, 1):
+            raise RequestError("best_of > 1 is not supported by the local engine", "best_of")
+        if body.get("suffix"):
+            raise RequestError("suffix is not supported by the local engine", "suffix")
+
+
+def _max_tokens(body: dict[str, Any], default: int | None) -> int | None:
+    value = body.get("max_completion_tokens")
+    if value is None:
+        value = body.get("max_tokens")
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise RequestError("max_tokens must be a non-negative integer", "max_tokens")
+    return value
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise RequestError(f"{name} must be a boolean", name)
+    return value
+
+
+def _model_name(engine: LocalEngine, body: dict[str, Any], seen: set[str]) -> str:
+    name = body.get("model")
+    if name is None:
+        name = engine.model_name
+    if not isinstance(name, str):
+        raise RequestError("model must be a string", "model")
+    if name not in seen:
+        seen.add(name)
+        log.info("requests name model %r; served by the local engine (%s)", name, engine.model_name)
+    else:
+        log.debug("request for model %r", name)
+    return name
+
+
+def chat_completion(engine: LocalEngine, body: dict[str, Any], seen: set[str] | None = None) -> dict[str, Any]:
+    _reject_unsupported(body, chat=True)
+    model = _model_name(engine, body, seen if seen is not None else set())
+    if "messages" not in body:
+        raise RequestError("messages is required", "messages")
+    logprobs = body.get("logprobs") or False
+    if not isinstance(logprobs, bool):
+        raise RequestError("logprobs must be a boolean for chat completions", "logprobs")
+    top = body.get("top_logprobs")
+    if top is not None and not logprobs:
+        raise RequestError("top_logprobs requires logprobs=true", "top_logprobs")
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20):
+        raise RequestError("top_logprobs must be an integer between 0 and 20", "top_logprobs")
+    result = engine.chat(
+        body["messages"],
+        temperature=body.get("temperature", 1.0),
+        top_p=body.get("top_p", 1.0),
+        max_tokens=_max_tokens(body, None),
+        seed=body.get("seed"),
+        logprobs=logprobs,
+        top_logprobs=top or 0,
+        stop=body.get("stop"),
+        ignore_eos=_flag(body, "ignore_eos"),
+    )
+    return {
+        "id": "chatcmpl-" + uuid.uuid4().hex,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": "local-engine",
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": result.text, "refusal": None},
+            "logprobs": result.logprobs,
+            "finish_reason": result.finish_reason,
+        }],
+        "usage": result.usage,
+    }
+
+
+def completion(engine: LocalEngine, body: dict[str, Any], seen: set[str] | None = None) -> dict[str, Any]:
+    _reject_unsupported(body, chat=False)
+    model = _model_name(engine, body, seen if seen is not None else set())
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise RequestError("prompt must be a string (or a list holding one string)", "prompt")
+    echo = body.get("echo") or False
+    if not isinstance(echo, bool):
+        raise RequestError("echo must be a boolean", "echo")
+    n_top = body.get("logprobs")
+    if n_top is not None and (isinstance(n_top, bool) or not isinstance(n_top, int) or not 0 <= n_top <= 100):
+        raise RequestError("logprobs must be an integer between 0 and 100 for completions", "logprobs")
+    merge = body.get("merge_digit_numbers")
+    if merge is not None and not isinstance(merge, bool):
+        raise RequestError("merge_digit_numbers must be a boolean", "merge_digit_numbers")
+    max_tokens = _max_tokens(body, 16)
+    text, lp = "", None
+    prompt_tokens, completion_tokens, finish = 0, 0, "length"
+    if echo:
+        text = prompt
+        if n_top is not None:
+            pl = engine.prompt_logprobs(prompt, top_logprobs=n_top, merge_digit_numbers=merge)
+            lp = pl.legacy()
+            prompt_tokens = len(pl.tokens)
+        else:
+            prompt_tokens = len(engine.tokenize(prompt))
+    if max_tokens != 0 or not echo:
+        gen = engine.complete(
+            prompt,
+            temperature=body.get("temperature", 1.0),
+            top_p=body.get("top_p", 1.0),
+            max_tokens=max_tokens,
+            seed=body.get("seed"),
+            logprobs=n_top is not None,
+            top_logprobs=n_top or 0,
+            stop=body.get("stop"),
+            ignore_eos=_flag(body, "ignore_eos"),
+        )
+        base = len(text)
+        text += gen.text
+        prompt_tokens, completion_tokens, finish = gen.prompt_tokens, gen.completion_tokens, gen.finish_reason
+        if n_top is not None:
+            gen_lp = {
+                "tokens": [g.token for g in gen.generated or []],
+                "token_logprobs": [g.logprob for g in gen.generated or []],
+                "top_logprobs": [engine.top_dict([t[0] for t in g.top], [t[3] for t in g.top])
+                                 for g in gen.generated or []],
+                "text_offset": [base + o for o in gen.text_offset or []],
+            }
+            if lp is None:
+                lp = gen_lp
+            else:
+                for key in lp:
+                    lp[key] = lp[key] + gen_lp[key]
+    return {
+        "id": "cmpl-" + uuid.uuid4().hex,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": "local-engine",
+        "choices": [{"text": text, "index": 0, "logprobs": lp, "finish_reason": finish}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+# ---------------------------------------------------------------------------------------------- HTTP plumbing
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], engine: LocalEngine | None,
+                 embedder: "LocalEmbedder | None" = None):
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+        self.engine = engine
+        self.embedder = embedder  # answers POST /v1/embeddings when set
+        self.models_seen: set[str] = set()
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+
+    def track(self, sock: socket.socket, add: bool) -> None:
+        with self._open_lock:
+            (self._open.add if add else self._open.discard)(sock)
+
+    def close_open_connections(self) -> None:
+        with self._open_lock:
+            socks = list(self._open)
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "autointerp-local-engine/1"
+    timeout = 300  # idle keep-alive connections are dropped after this many seconds
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.connection, True)
+
+    def finish(self) -> None:
+        self.server.track(self.connection, False)
+        with contextlib.suppress(OSError):
+            super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        log.debug("%s %s", self.address_string(), format % args)
+
+    # one write per response: status line, headers and body together
+    def _send(self, status: int, payload: dict[str, Any], *, close: bool = False) -> None:
+        try:
+            body = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except ValueError as exc:  # a non-finite float slipped through: a bug, but answer rather than hang
+            status, body = 500, json.dumps(_error_body(f"unserialisable response: {exc}", kind="server_error")).encode()
+        if close:
+            self.close_connection = True
+        head = (
+            f"HTTP/1.1 {status} {_STATUS_TEXT.get(status, 'Error')}\r\n"
+            f"Server: {self.server_version}\r\n"
+            f"Date: {email.utils.formatdate(usegmt=True)}\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            f"Connection: {'close' if self.close_connection else 'keep-alive'}\r\n\r\n"
+        ).encode("latin-1")
+        try:
+            self.wfile.write(head + body)
+        except OSError:
+            self.close_connection = True
+            return
+        self.log_request(status, len(body))
+
+    def _error(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+               close: bool = False, kind: str = "invalid_request_error") -> None:
+        self._send(status, _error_body(message, kind=kind, param=param, code=code), close=close)
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        path = self.path.split("?", 1)[0].rstrip("/")
+        served = [m for m in (self.server.engine, self.server.embedder) if m is not None]
+        cards = [{"id": m.model_name, "object": "model", "created": 0, "owned_by": "local"} for m in served]
+        if path == "/v1/models":
+            self._send(200, {"object": "list", "data": cards})
+        elif path.startswith("/v1/models/"):
+            self._send(200, dict(cards[0], id=path[len("/v1/models/"):]))
+        elif path in ("/health", "/v1/health"):
+            self._send(200, {"status": "ok", "model": served[0].model_name})
+        else:
+            self._error(404, f"no route GET {path}", code="not_found")
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        path = self.path.split("?", 1)[0].rstrip("/")
+        routes = {"/v1/chat/completions": chat_completion, "/v1/completions": completion}
+        length_header = self.headers.get("Content-Length")
+        if length_header is None:
+            self._error(411, "Content-Length is required", close=True)
+            return
+        try:
+            length = int(length_header)
+        except ValueError:
+            self._error(400, "bad Content-Length", close=True)
+            return
+        if length < 0 or length > MAX_BODY_BYTES:
+            self._error(413, f"request body over {MAX_BODY_BYTES} bytes", close=True)
+            return
+        raw = self.rfile.read(length)
+        if self.server.engine is None:  # embedder-only server
+            routes = {}
+        if self.server.embedder is not None:  # addition: embeddings (see embedder.py)
+            from autointerp.engine.embedder import embeddings_response
+
+            routes["/v1/embeddings"] = lambda _engine, body, _seen: embeddings_response(self.server.embedder, body)
+        if path not in routes:
+            self._error(404, f"no route POST {path}", code="not_found")
+            return
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            self._error(400, f"request body is not valid JSON: {exc}", code="invalid_json")
+            return
+        if not isinstance(body, dict):
+            self._error(400, "request body must be a JSON object", code="invalid_json")
+            return
+        try:
+            payload = routes[path](self.server.engine, body, self.server.models_seen)
+        except RequestError as exc:
+            self._error(exc.status, str(exc), param=exc.param, code=exc.code)
+        except EngineError as exc:
+            self._error(400, str(exc), param=exc.param)
+        except Exception as exc:  # a bug or an engine failure: say so, keep serving
+            log.exception("local engine failed on %s", path)
+            self._error(500, f"local engine error: {type(exc).__name__}: {exc}", kind="server_error")
+        else:
+            self._send(200, payload)
+
+
+@contextlib.contextmanager
+def serve(engine: LocalEngine | None, host: str = "127.0.0.1", port: int = 0, *,
+          embedder: "LocalEmbedder | None" = None) -> Iterator[str]:
+    """Serve ``engine`` over HTTP in a background thread; yields the base URL (``http://HOST:PORT/v1``).
+    With ``embedder``, also ``POST /v1/embeddings``; ``engine=None`` serves the embedder alone."""
+    if engine is None and embedder is None:
+        raise ValueError("serve needs an engine, an embedder, or both")
+    server = _Server((host, port), engine, embedder)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                              name="local-engine-http", daemon=True)
+    thread.start()
+    bound = server.server_address[1]
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{bound}/v1"
+    names = " + ".join(m.model_name for m in (engine, embedder) if m is not None)
+    log.info("local engine serving %s at %s", names, url)
+    try:
+        yield url
+    finally:
+        server.shutdown()
+        server.close_open_connections()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def serve_embedder(embedder: "LocalEmbedder", host: str = "127.0.0.1", port: int = 0):
+    """An embeddings-only server (``POST /v1/embeddings``, ``GET /v1/models``, ``/health``); a context manager
+    yielding the base URL, as ``serve``."""
+    return serve(None, host, port, embedder=embedder)

@@ -1,0 +1,1 @@
+"""Stage 'explain': rendered prompts -> the explainer's explanations."""

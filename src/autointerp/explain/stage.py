@@ -1,0 +1,140 @@
+"""The explain stage: each neuron's rendered prompt -> the explainer's completion(s) -> explanations JSONL.
+
+Defaults follow the paper (HARMONY chat messages, temperature 1, top_p 1, max_tokens 60, one sample). The
+reply continues "the main thing this neuron does is find", so the explanation is that continuation: its
+first non-empty line, stripped (the raw completion is kept beside it). Empty or unusable replies (no letters,
+or only the prompt's own phrase echoed back) are marked invalid and retried with further samples (distinct
+cache entries), up to ``max_extra_samples``; invalid ones are never passed on as explanations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+
+from autointerp.common.io import atomic_write_text
+from autointerp.llm import run_many
+from autointerp.common.io import read_jsonl
+
+log = logging.getLogger("autointerp.explain.stage")
+
+_PREFIX = "the main thing this neuron does is find"
+
+
+class ExplainError(RuntimeError):
+    pass
+
+
+def clean_explanation(raw: str) -> str | None:
+    """The usable explanation in a completion, or None if there is none."""
+    for line in raw.splitlines():
+        text = line.strip()
+        if text:
+            break
+    else:
+        return None
+    if text.lower().startswith(_PREFIX):
+        text = text[len(_PREFIX):].strip()
+    if not re.search(r"[A-Za-z]", text) or len(text) < 2:
+        return None
+    return text
+
+
+@dataclass
+class ExplainSettings:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 60
+    samples: int = 1
+    seed: int | None = None
+    max_extra_samples: int = 3
+    max_invalid_fraction: float = 0.2
+
+
+@dataclass
+class ExplainOutcome:
+    lines: list[dict] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
+    totals: dict = field(default_factory=dict)
+
+
+async def _explain_one(client, prompt: dict, sample: int, s: ExplainSettings, model: str) -> tuple[dict | None, list]:
+    tried = []
+    for extra in range(s.max_extra_samples + 1):
+        index = sample if extra == 0 else s.samples + sample * s.max_extra_samples + extra - 1
+        result = await client.chat(prompt["messages"], temperature=s.temperature, top_p=s.top_p,
+                                   max_tokens=s.max_tokens, seed=None if s.seed is None else s.seed + index,
+                                   sample_index=index)
+        explanation = clean_explanation(result.text)
+        record = {
+            "layer": prompt["layer"], "neuron": prompt["neuron"], "format": prompt["format"], "sample": sample,
+            "sample_index": index, "explanation": explanation, "raw_completion": result.text,
+            "valid": explanation is not None, "model": model, "finish_reason": result.finish_reason,
+            "params": {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens, "seed": s.seed},
+            "usage": {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens},
+            "latency_s": round(result.latency_s, 4), "cache_key": result.cache_key, "cache_hit": result.cache_hit,
+            "prompt_hash": prompt.get("prompt_hash"),
+        }
+        for extra_key in ("puzzle", "ground_truth"):  # puzzles carry their name and answer along
+            if extra_key in prompt:
+                record[extra_key] = prompt[extra_key]
+        if explanation is not None:
+            return record, tried
+        tried.append(record)
+    return None, tried
+
+
+async def explain_all(client, prompts: list[dict], settings: ExplainSettings, model: str) -> ExplainOutcome:
+    jobs = [(p, k) for p in prompts for k in range(settings.samples)]
+    results = await run_many([lambda p=p, k=k: _explain_one(client, p, k, settings, model) for p, k in jobs],
+                             concurrency=max(1, client.cfg.concurrency))
+    out = ExplainOutcome()
+    for (prompt, sample), res in zip(jobs, results):
+        if isinstance(res, BaseException):
+            out.failures.append({"layer": prompt["layer"], "neuron": prompt["neuron"], "format": prompt["format"],
+                                 "sample": sample, "reason": f"{type(res).__name__}: {res}"})
+            continue
+        valid, invalid = res
+        if valid is not None:
+            out.lines.append(valid)
+        else:
+            out.failures.append({"layer": prompt["layer"], "neuron": prompt["neuron"], "format": prompt["format"],
+                                 "sample": sample, "reason": "no usable explanation",
+                                 "raw_completions": [r["raw_completion"] for r in invalid]})
+    out.totals = client.ledger.totals()
+    return out
+
+
+def write_jsonl(path, rows: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows))
+
+
+def run_explain_job(prompts_path, out_path, failures_path, usage_path, *, role: dict, settings: ExplainSettings,
+                    cache_dir: str, engine_dir=None, threads: int | None = None) -> dict:
+    from autointerp.llm.roles import open_client
+
+    prompts = read_jsonl(prompts_path)
+    with open_client("explainer", role, cache_dir=cache_dir, engine_dir=engine_dir, threads=threads) as client:
+        outcome = asyncio.run(explain_all(client, prompts, settings, role["model"]))
+        calls = [dataclasses.asdict(r) for r in client.ledger.records]
+    neurons = {(p["layer"], p["neuron"]) for p in prompts}
+    ok = {(r["layer"], r["neuron"]) for r in outcome.lines}
+    without = sorted(neurons - ok)
+    write_jsonl(failures_path, outcome.failures)
+    summary = {"neurons": len(neurons), "explanations": len(outcome.lines), "failed_samples": len(outcome.failures),
+               "neurons_without_explanation": len(without), **{k: v for k, v in outcome.totals.items()
+                                                                if k != "by_role"}}
+    for failure in outcome.failures:
+        log.warning("no valid explanation: %s", json.dumps(failure, ensure_ascii=False))
+    if neurons and len(without) / len(neurons) > settings.max_invalid_fraction:
+        raise ExplainError(
+            f"{len(without)} of {len(neurons)} neurons ended without a valid explanation "
+            f"(limit {settings.max_invalid_fraction:.0%}); see {failures_path}: "
+            + ", ".join(f"{layer}:{neuron}" for layer, neuron in without[:20]))
+    write_jsonl(out_path, sorted(outcome.lines, key=lambda r: (r["layer"], r["neuron"], r["sample"])))
+    atomic_write_text(usage_path, json.dumps({"totals": summary, "calls": calls}, indent=1, sort_keys=True) + "\n")
+    return summary

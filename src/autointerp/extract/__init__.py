@@ -1,0 +1,1 @@
+"""Stage 'extract': subject model, corpus, activation shards, neuron sets and train/valid records."""

@@ -1,0 +1,190 @@
+"""Corpus: text sources cut into fixed-length excerpts of subject-model tokens, stored once as Parquet.
+
+Sources (``corpus.source`` in config):
+- ``text_files``: local plain-text files (``files: [{path: glob, format: plain|fortune}]``, ``.gz`` allowed).
+  ``fortune`` splits on lines holding a single ``%`` (Debian ``fortunes``); ``plain`` is one document per file.
+- ``python_docs``: the topic help shipped with CPython (``pydoc_data.topics``): always present, no install.
+- ``jsonl``: local JSON-lines files with a text field.
+- ``huggingface``: a Hugging Face dataset by name (needs network or a populated HF cache).
+
+Excerpts are consecutive non-overlapping windows over the concatenated token stream (documents end with a
+blank line), deduplicated, then drawn in a seeded random order. No BOS token is prepended: records show
+exactly the excerpt's own tokens, as in the reference's 64-token GPT-2 excerpts.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from autointerp.common.io import atomic_write_parquet
+
+
+class CorpusError(ValueError):
+    """Bad corpus configuration or content; the message says what and how to fix it."""
+
+
+_FORTUNE_SEP = re.compile(r"^%\s*$", re.M)
+
+
+def _read_text(path: Path) -> str:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+        return fh.read()
+
+
+def iter_documents(spec: dict) -> Iterator[str]:
+    """Yield the corpus documents in a fixed, reproducible order."""
+    source = spec["source"]
+    if source == "text_files":
+        excluded = {Path(p) for pattern in spec.get("exclude", []) for p in glob.glob(str(pattern))}
+        found = 0
+        for entry in spec.get("files", []):
+            # Debian's fortune folders also hold binary .dat index files and .u8 symlinks.
+            paths = sorted(
+                Path(p) for p in glob.glob(str(entry["path"]))
+                if Path(p).is_file() and not Path(p).is_symlink() and Path(p).suffix != ".dat"
+                and Path(p) not in excluded
+            )
+            found += len(paths)
+            for path in paths:
+                text = _read_text(path)
+                if entry.get("format", "plain") == "fortune":
+                    yield from (d.strip("\n") for d in _FORTUNE_SEP.split(text) if d.strip())
+                else:
+                    yield text
+        if not found:
+            raise CorpusError(
+                f"corpus.files {[e.get('path') for e in spec.get('files', [])]} matched no files. For the default "
+                "corpus install Debian's 'fortunes' and 'jargon-text' packages (make setup does this as root), "
+                "or set corpus.source: python_docs (no install needed)"
+            )
+    elif source == "python_docs":
+        import pydoc_data.topics as topics
+
+        for key in sorted(topics.topics):
+            yield topics.topics[key]
+    elif source == "jsonl":
+        field = spec.get("text_field", "text")
+        for pattern in spec.get("paths", []):
+            for path in sorted(glob.glob(str(pattern))):
+                with open(path, encoding="utf-8") as fh:
+                    for lineno, line in enumerate(fh, 1):
+                        if not line.strip():
+                            continue
+                        try:
+                            row = json.loads(line)
+                        except json.JSONDecodeError as exc:
+                            raise CorpusError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+                        if field not in row:
+                            raise CorpusError(f"{path}:{lineno}: no field {field!r} (set corpus.text_field)")
+                        yield str(row[field])
+    elif source == "huggingface":
+        try:
+            import datasets
+        except ImportError as exc:  # pragma: no cover - datasets ships with transformer-lens
+            raise CorpusError("corpus.source huggingface needs the 'datasets' package") from exc
+        name = spec.get("dataset")
+        try:
+            ds = datasets.load_dataset(name, spec.get("dataset_config"), split=spec.get("split", "train"),
+                                       streaming=True)
+        except Exception as exc:
+            raise CorpusError(
+                f"cannot load Hugging Face dataset {name!r}: {exc}. Offline (HF_HUB_OFFLINE=1) only cached "
+                "datasets load; use corpus.source text_files or python_docs instead"
+            ) from exc
+        field = spec.get("text_field", "text")
+        limit = spec.get("max_documents")
+        for i, row in enumerate(ds):
+            if limit is not None and i >= limit:
+                break
+            yield str(row[field])
+    else:
+        raise CorpusError(f"unknown corpus.source {source!r}")
+
+
+def cut_excerpts(token_streams: Iterable[list[int]], excerpt_tokens: int) -> np.ndarray:
+    """Concatenate token ids of all documents and cut them into non-overlapping windows."""
+    chunks = [np.asarray(ids, dtype=np.int64) for ids in token_streams if len(ids)]
+    if not chunks:
+        return np.zeros((0, excerpt_tokens), dtype=np.int64)
+    flat = np.concatenate(chunks)
+    n = len(flat) // excerpt_tokens
+    return flat[: n * excerpt_tokens].reshape(n, excerpt_tokens)
+
+
+def build_corpus(spec: dict, tokenizer, *, max_windows_factor: int = 4) -> pa.Table:
+    """Tokenise documents, cut, deduplicate and draw ``n_excerpts`` windows in a seeded order.
+
+    Tokenisation stops once ``max_windows_factor * n_excerpts`` windows exist, so a huge corpus is not
+    tokenised in full just to sample a few thousand excerpts (the draw is over that prefix).
+    """
+    length = int(spec["excerpt_tokens"])
+    n_wanted = int(spec["n_excerpts"])
+    budget = max_windows_factor * n_wanted * length
+
+    def streams() -> Iterator[list[int]]:
+        total = 0
+        for doc in iter_documents(spec):
+            if not doc.strip():
+                continue
+            ids = tokenizer(doc + "\n\n", add_special_tokens=False)["input_ids"]
+            yield ids
+            total += len(ids)
+            if total >= budget:
+                return
+
+    windows = cut_excerpts(streams(), length)
+    if len(windows) == 0:
+        raise CorpusError(
+            f"corpus {spec.get('name', '?')!r} is empty: no document gave {length} tokens "
+            "(check corpus.paths / corpus.source)"
+        )
+    _, first = np.unique(windows, axis=0, return_index=True)
+    windows = windows[np.sort(first)]
+    rng = np.random.default_rng(int(spec.get("seed", 0)))
+    order = rng.permutation(len(windows))[:n_wanted]
+    chosen = windows[order]
+    flat = pa.array(chosen.reshape(-1).astype(np.int32), type=pa.int32())
+    table = pa.table(
+        {
+            "excerpt_id": pa.array(np.arange(len(chosen), dtype=np.int64)),
+            "token_ids": pa.FixedSizeListArray.from_arrays(flat, length),
+        }
+    )
+    digest = hashlib.sha256(chosen.astype(np.int32).tobytes()).hexdigest()
+    meta = {
+        "autointerp.kind": "corpus",
+        "autointerp.excerpt_tokens": str(length),
+        "autointerp.n_windows_available": str(len(windows)),
+        "autointerp.sha256": digest,
+        "autointerp.spec": json.dumps(spec, sort_keys=True, default=str),
+    }
+    return table.replace_schema_metadata(meta)
+
+
+def write_corpus(spec: dict, tokenizer, path) -> pa.Table:
+    table = build_corpus(spec, tokenizer)
+    atomic_write_parquet(table, path)
+    return table
+
+
+def read_token_ids(path) -> np.ndarray:
+    """(n_excerpts, excerpt_tokens) int64 array; row i is excerpt_id i."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    ids = table.column("excerpt_id").to_numpy()
+    if not np.array_equal(ids, np.arange(len(ids))):
+        raise CorpusError(f"{path}: excerpt_id must be 0..n-1 in order")
+    col = table.column("token_ids").combine_chunks()
+    length = col.type.list_size
+    return col.flatten().to_numpy().astype(np.int64).reshape(len(ids), length)

@@ -1,0 +1,1 @@
+"""Stage 'prompts': the prompt-format registry, rendering of explainer prompts, token counts."""

@@ -1,0 +1,87 @@
+"""The rendering stage: one JSONL of explainer prompts per (neuron set, explainer, format), and Table 1.
+
+A format entry in config is either a registered format (``Summary: {}``) or a variant: a base format plus
+overrides (``Summary-3ex: {base: Summary, max_excerpts: 3}``). Each rendering job sees only its own entry,
+so adding a variant to the config schedules only that variant's jobs (plus the tables).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+
+from autointerp.prompts.formats import FORMATS, PromptFormat, SeedMutationState, get_format, render, variant_from_config
+from autointerp.common.io import atomic_write_text, read_jsonl, write_csv
+from autointerp.extract.records import load_records
+from autointerp.simulate.scoring import mean_sem
+
+
+class FormatConfigError(ValueError):
+    pass
+
+
+def resolve_format(name: str, spec: dict | None) -> PromptFormat:
+    """Turn a config entry into a PromptFormat; unknown names get an error listing the known ones."""
+    spec = dict(spec or {})
+    if not spec and name in FORMATS:
+        return get_format(name)
+    base = spec.pop("base", name)
+    if base not in FORMATS:
+        raise FormatConfigError(
+            f"prompt_formats.{name}: unknown format {base!r}; known formats: {', '.join(sorted(FORMATS))} "
+            "(a variant names one of them as 'base')")
+    try:
+        return variant_from_config({"base": base, "name": name, **spec})
+    except ValueError as exc:
+        raise FormatConfigError(f"prompt_formats.{name}: {exc}") from exc
+
+
+def render_neuron_prompts(records_path, format_name: str, format_spec: dict | None, out_path, *,
+                          encoding: str = "cl100k_base", context_length: int | None = 4097,
+                          max_completion_tokens: int = 60, mutate_like_seed: bool = False) -> int:
+    """Render every neuron's train records in one format; returns the number of prompts written."""
+    fmt = resolve_format(format_name, format_spec)
+    neurons = load_records(records_path)
+    state = SeedMutationState()
+    lines = []
+    for nid in sorted(neurons):
+        entry = neurons[nid]
+        records = copy.deepcopy(entry["train"])
+        rendered = render(fmt, records, cutoff=entry["cutoff"], mutate_like_seed=mutate_like_seed,
+                          seed_state=state, context_limit=context_length,
+                          max_completion_tokens=max_completion_tokens, encoding=encoding)
+        line = rendered.to_json_dict(nid, format_name)
+        line["base_format"] = fmt.name if format_name in FORMATS else (format_spec or {}).get("base", format_name)
+        lines.append(json.dumps(line, sort_keys=True, ensure_ascii=False, separators=(",", ":")))
+        if mutate_like_seed:
+            # SEED ran AVHS last for each neuron, overwriting the shared few-shot examples (§8.2).
+            render("AVHS", copy.deepcopy(entry["train"]), mutate_like_seed=True, seed_state=state,
+                   context_limit=context_length, max_completion_tokens=max_completion_tokens, encoding=encoding)
+    atomic_write_text(out_path, "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def table1(prompt_files: list[dict], out_path) -> list[dict]:
+    """Mean prompt tokens ± SEM per (neuron set, explainer, format) and the ratio Original/format.
+
+    ``prompt_files``: [{"neuron_set", "explainer", "format", "path"}]. Prompt tokens are cl100k/o200k counts of
+    the chat messages plus OpenAI's chat overhead (3 per message + 3), with the few-shot examples included.
+    """
+    rows = []
+    for item in prompt_files:
+        lines = read_jsonl(item["path"])
+        stats = mean_sem([line["prompt_tokens"] for line in lines])
+        mean, sem = stats["mean"], stats["sem"]
+        rows.append({"neuron_set": item["neuron_set"], "explainer": item["explainer"], "format": item["format"],
+                     "n_neurons": len(lines), "mean_prompt_tokens": mean, "sem_prompt_tokens": sem,
+                     "mean_omitted_few_shot_records": float(np.mean([line["omitted_few_shot_records"]
+                                                                     for line in lines])) if lines else 0.0})
+    for row in rows:
+        ref = [r for r in rows if r["neuron_set"] == row["neuron_set"] and r["explainer"] == row["explainer"]
+               and r["format"] == "Original"]
+        row["ratio_vs_original"] = (ref[0]["mean_prompt_tokens"] / row["mean_prompt_tokens"]
+                                    if ref and row["mean_prompt_tokens"] else float("nan"))
+    write_csv(rows, out_path)
+    return rows

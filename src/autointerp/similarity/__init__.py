@@ -1,0 +1,1 @@
+"""Stage 'similarity': embedding similarity to references (AdaCS) and Neuron Puzzles."""

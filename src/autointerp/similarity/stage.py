@@ -1,0 +1,108 @@
+"""Explanation similarity (AdaCS, Lee et al. 2023 Tables 3 and 4): cosine of sentence embeddings between each
+explanation and a reference explanation (a baseline explainer / published explanation, or a puzzle's ground truth).
+
+Embeddings go through the LLM layer (role ``embedder``), so they are cached like every other call. Strings are
+embedded as they are (the reference keeps leading spaces and trailing periods).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections import defaultdict
+
+import numpy as np
+import pyarrow as pa
+
+from autointerp.similarity.embeddings import similarity_to_reference
+from autointerp.common.io import atomic_write_parquet, atomic_write_text, path_fields, read_jsonl, write_csv
+from autointerp.simulate.scoring import mean_sem
+
+SIM_SCHEMA = pa.schema([("layer", pa.int32()), ("neuron", pa.int32()), ("format", pa.string()),
+                        ("sample", pa.int32()), ("puzzle", pa.string()), ("explanation", pa.string()),
+                        ("reference", pa.string()), ("similarity", pa.float64())])
+
+
+def load_references(spec: dict, *, neurons: list[tuple[int, int]], reference_files: list[str]) -> dict:
+    """{(layer, neuron): reference explanation} for one neuron set."""
+    from autointerp.similarity.references import as_texts, fetch_neuronviewer_many, load_csv_baselines, load_reference_explainer
+
+    kind = spec["kind"]
+    if kind == "explainer":
+        return load_reference_explainer(reference_files, format=spec.get("format", "Original"),
+                                        sample=int(spec.get("sample", 0)))
+    if kind == "csv":
+        return as_texts(load_csv_baselines(spec["path"]))
+    if kind == "neuronviewer":
+        return as_texts(fetch_neuronviewer_many(neurons, spec.get("cache_dir", ".cache/neuronviewer")))
+    raise ValueError(f"unknown reference kind {kind!r} (explainer, csv, neuronviewer)")
+
+
+def run_similarity_job(explanation_path, out_path, usage_path, *, references: dict | None, role: dict,
+                       cache_dir: str, engine_dir=None, threads=None, normalise: str | None = None) -> dict:
+    """Similarity of every explanation line to its reference: ``references[(layer, neuron)]``, or, for puzzles,
+    the line's own ``ground_truth``."""
+    from autointerp.llm.roles import open_client
+
+    lines = [x for x in read_jsonl(explanation_path) if x.get("valid", True)]
+    pairs = []
+    for x in lines:
+        ref = x.get("ground_truth") if references is None else references.get((x["layer"], x["neuron"]))
+        pairs.append((x["explanation"], ref))
+    with open_client("embedder", role, cache_dir=cache_dir, engine_dir=engine_dir, threads=threads) as client:
+        sims = asyncio.run(similarity_to_reference(client, pairs, normalise=normalise)) if pairs else []
+        totals = {k: v for k, v in client.ledger.totals().items() if k != "by_role"}
+    rows = [{"layer": x["layer"], "neuron": x["neuron"], "format": x["format"], "sample": x.get("sample", 0),
+             "puzzle": x.get("puzzle"), "explanation": x["explanation"], "reference": ref, "similarity": s}
+            for x, (_, ref), s in zip(lines, pairs, sims)]
+    atomic_write_parquet(pa.Table.from_pylist(rows, schema=SIM_SCHEMA), out_path)
+    summary = {"explanations": len(rows), "missing_reference": sum(1 for _, r in pairs if r is None), **totals}
+    atomic_write_text(usage_path, json.dumps({"totals": summary}, indent=1, sort_keys=True) + "\n")
+    return summary
+
+
+def _per_unit(path, key):
+    """Mean similarity per unit (neuron or puzzle) over its samples."""
+    import pyarrow.parquet as pq
+
+    by = defaultdict(list)
+    for r in pq.read_table(path).to_pylist():
+        if r["similarity"] is not None and math.isfinite(r["similarity"]):
+            by[key(r)].append(r["similarity"])
+    return {k: float(np.mean(v)) for k, v in by.items()}
+
+
+def table3(paths, out_path) -> list[dict]:
+    """Mean ± SEM similarity per explainer and format, one column group per neuron set, plus their average.
+    Paths: ``.../similarity/{neuron_set}/{explainer}/{format}.parquet``."""
+    items = path_fields(paths, ["neuron_set", "explainer"])
+    sets = sorted({i["neuron_set"] for i in items})
+    rows = {}
+    for item in items:
+        stats = mean_sem(list(_per_unit(item["path"], lambda r: (r["layer"], r["neuron"])).values()))
+        row = rows.setdefault((item["explainer"], item["format"]), {"explainer": item["explainer"],
+                                                                     "format": item["format"]})
+        row.update({f"{item['neuron_set']}_mean": stats["mean"], f"{item['neuron_set']}_sem": stats["sem"],
+                    f"{item['neuron_set']}_n": stats["n"]})
+    for row in rows.values():
+        means = [row.get(f"{s}_mean", math.nan) for s in sets]
+        finite = [m for m in means if math.isfinite(m)]
+        row["average"] = float(np.mean(finite)) if finite else math.nan
+    out = sorted(rows.values(), key=lambda r: (r["explainer"], r["format"]))
+    write_csv(out, out_path, ["explainer", "format"] + [f"{s}_{k}" for s in sets for k in ("mean", "sem", "n")]
+              + ["average"])
+    return out
+
+
+def table4(paths, out_path) -> list[dict]:
+    """Mean ± SEM similarity to the ground truth per puzzle set, explainer and format (a puzzle's samples are
+    averaged first). Paths: ``.../puzzles/{puzzle_set}/similarity/{explainer}/{format}.parquet``."""
+    rows = []
+    for item in path_fields(paths, ["puzzle_set", "similarity", "explainer"]):
+        stats = mean_sem(list(_per_unit(item["path"], lambda r: r["puzzle"]).values()))
+        rows.append({"puzzle_set": item["puzzle_set"], "explainer": item["explainer"], "format": item["format"],
+                     "mean": stats["mean"], "sem": stats["sem"], "n_puzzles": stats["n"]})
+    rows.sort(key=lambda r: (r["puzzle_set"], r["explainer"], r["format"]))
+    write_csv(rows, out_path, ["puzzle_set", "explainer", "format", "mean", "sem", "n_puzzles"])
+    return rows

@@ -1,0 +1,113 @@
+"""The simulate-and-score stage: explanations + valid records -> per-token predictions and per-neuron scores.
+
+For every explanation line (neuron, sample) the simulator predicts the neuron on each of the neuron's valid
+records (5 top + 5 random, from the foundation's split); the score is one Pearson correlation over all valid
+tokens pooled (the reference's ``ev_correlation_score``), with top-only and random-only correlations beside it.
+Outputs (Parquet): per-neuron scores, and per-token predictions (expected value, digit distribution, flag).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import math
+
+import numpy as np
+import pyarrow as pa
+
+from autointerp.common.io import atomic_write_parquet, atomic_write_text
+from autointerp.common.io import read_jsonl
+from autointerp.extract.records import load_records
+from autointerp.simulate.scoring import score_sequence_simulations
+from autointerp.simulate import simulate_sequences
+
+log = logging.getLogger("autointerp.simulate")
+
+
+async def _simulate_all(client, explanations: list[dict], records: dict, *, mode: str, top_logprobs: int):
+    from autointerp.common.records import NeuronId
+
+    async def one(line):
+        entry = records[NeuronId(line["layer"], line["neuron"])]
+        sims = await simulate_sequences(client, line["explanation"], [r.tokens for r in entry["valid"]], mode=mode,
+                                        top_logprobs=top_logprobs)
+        return line, entry, sims
+
+    # Neurons one after another keeps the engine's prefix cache warm; sequences within a neuron run concurrently.
+    return [await one(line) for line in explanations]
+
+
+def run_simulate_job(explanations_path, records_path, scores_path, predictions_path, usage_path, *, role: dict,
+                     cache_dir: str, engine_dir=None, threads: int | None = None) -> dict:
+    from autointerp.llm.roles import open_client
+
+    explanations = [line for line in read_jsonl(explanations_path) if line.get("valid", True)]
+    records = load_records(records_path)
+    mode = role.get("mode", "prompt_logprobs")
+    top_logprobs = int(role.get("top_logprobs", 15))
+    with open_client("simulator", role, cache_dir=cache_dir, engine_dir=engine_dir, threads=threads) as client:
+        results = asyncio.run(_simulate_all(client, explanations, records, mode=mode, top_logprobs=top_logprobs))
+        calls = [dataclasses.asdict(r) for r in client.ledger.records]
+        totals = {k: v for k, v in client.ledger.totals().items() if k != "by_role"}
+    score_rows, token_rows = [], {k: [] for k in (
+        "layer", "neuron", "format", "sample", "record", "source", "excerpt_id", "position", "token",
+        "true_activation", "expected_value", "flag", "distribution")}
+    for line, entry, sims in results:
+        true = [r.activations for r in entry["valid"]]
+        sources = entry["valid_sources"]
+        scored = score_sequence_simulations(true, sims, sources)
+        score_rows.append({"layer": line["layer"], "neuron": line["neuron"], "format": line["format"],
+                           "sample": line["sample"], "explanation": line["explanation"],
+                           **{k: _num(v) for k, v in scored.items()}})
+        for i, (rec, sim, src) in enumerate(zip(entry["valid"], sims, sources)):
+            for j, tok in enumerate(sim.tokens):
+                token_rows["layer"].append(line["layer"])
+                token_rows["neuron"].append(line["neuron"])
+                token_rows["format"].append(line["format"])
+                token_rows["sample"].append(line["sample"])
+                token_rows["record"].append(i)
+                token_rows["source"].append(src)
+                token_rows["excerpt_id"].append(rec.excerpt_id)
+                token_rows["position"].append(j)
+                token_rows["token"].append(tok)
+                token_rows["true_activation"].append(float(rec.activations[j]))
+                ev = sim.expected_values[j]
+                token_rows["expected_value"].append(None if math.isnan(ev) else float(ev))
+                token_rows["flag"].append(sim.flags[j])
+                token_rows["distribution"].append(
+                    [sim.distributions[j].get(k, 0.0) for k in range(11)] if sim.distributions[j] else None)
+    score_table = pa.Table.from_pylist(score_rows, schema=SCORE_SCHEMA)
+    token_schema = pa.schema([
+        ("layer", pa.int32()), ("neuron", pa.int32()), ("format", pa.string()), ("sample", pa.int32()),
+        ("record", pa.int32()), ("source", pa.string()), ("excerpt_id", pa.int64()), ("position", pa.int32()),
+        ("token", pa.string()), ("true_activation", pa.float32()), ("expected_value", pa.float64()),
+        ("flag", pa.string()), ("distribution", pa.list_(pa.float64(), 11)),
+    ])
+    atomic_write_parquet(pa.table(token_rows, schema=token_schema), predictions_path)
+    atomic_write_parquet(score_table, scores_path)
+    summary = {"neurons": len({(r["layer"], r["neuron"]) for r in score_rows}), "explanations": len(score_rows),
+               "nan_scores": int(sum(1 for r in score_rows if r["is_nan"])),
+               "no_digit_tokens": int(sum(r["n_no_digit"] for r in score_rows)),
+               "unaligned_tokens": int(sum(r["n_unaligned"] for r in score_rows)), "mode": mode, **totals}
+    atomic_write_text(usage_path, json.dumps({"totals": summary, "calls": calls}, indent=1, sort_keys=True) + "\n")
+    return summary
+
+
+SCORE_SCHEMA = pa.schema([
+    ("layer", pa.int32()), ("neuron", pa.int32()), ("format", pa.string()), ("sample", pa.int32()),
+    ("explanation", pa.string()), ("score", pa.float64()), ("score_top", pa.float64()),
+    ("score_random", pa.float64()), ("rsquared", pa.float64()), ("absolute_dev_explained", pa.float64()),
+    ("n_tokens", pa.int64()), ("n_top_tokens", pa.int64()), ("n_random_tokens", pa.int64()),
+    ("n_unaligned", pa.int64()), ("n_no_digit", pa.int64()), ("n_merged", pa.int64()), ("n_sequences", pa.int64()),
+    ("is_nan", pa.bool_()),
+])
+
+
+def _num(v):
+    if isinstance(v, (np.floating, float)):
+        return float(v)
+    if isinstance(v, (np.integer, int)) and not isinstance(v, bool):
+        return int(v)
+    return v

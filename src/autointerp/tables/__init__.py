@@ -1,0 +1,1 @@
+"""Stage 'tables': every results table, the evaluation registry and the cost estimate."""
