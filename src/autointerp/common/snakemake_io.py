@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 
 @contextlib.contextmanager
@@ -44,3 +46,37 @@ def usable_threads(requested) -> int:
     import os
 
     return max(1, min(int(requested or 1), os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class RuleIO:
+    """What a job needs from Snakemake besides its settings, as plain data (the library never sees Snakemake)."""
+
+    rule: str
+    input: dict[str, Any]  # named inputs: a path, or a list of paths
+    output: dict[str, Any]
+    inputs: list[str]  # every input path in order (for rules whose inputs are one unnamed list)
+    outputs: list[str]
+    wildcards: dict[str, str] = field(default_factory=dict)
+    threads: int = 1
+
+    @classmethod
+    def from_snakemake(cls, snakemake) -> "RuleIO":
+        def named(files) -> dict[str, Any]:
+            return {k: (str(v) if isinstance(v, str) else [str(x) for x in v]) for k, v in files.items()}
+
+        return cls(rule=str(getattr(snakemake, "rule", "?")), input=named(snakemake.input),
+                   output=named(snakemake.output), inputs=[str(p) for p in snakemake.input],
+                   outputs=[str(p) for p in snakemake.output], wildcards=dict(snakemake.wildcards.items()),
+                   threads=int(snakemake.threads or 1))
+
+
+def run_rule(snakemake, settings_cls, job: Callable[[Any, RuleIO], Any]) -> Any:
+    """What every script does: settings from ``params.settings``, then one library call, logged.
+
+    ``settings_cls`` is the stage's settings class (None for jobs that read only their inputs)."""
+    with rule_context(snakemake) as log:
+        settings = None if settings_cls is None else settings_cls.from_params(snakemake.params.settings)
+        result = job(settings, RuleIO.from_snakemake(snakemake))
+        log.info("%s: %s", getattr(snakemake, "rule", "job"), result)
+        return result
