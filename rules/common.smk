@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 import re  # noqa: E402
 
 from autointerp.common.config import validate_config  # noqa: E402
+from autointerp.extract.subject_models import EMBEDDED_SMOLLM2  # noqa: E402
 from autointerp.prompts.stage import resolve_format  # noqa: E402
 
 validate_config(config, Path(workflow.basedir) / "config" / "config.schema.yaml")
@@ -24,33 +25,26 @@ SIMULATORS = sorted(config.get("simulators") or {})
 COMPARED = [e for e in EXPLAINERS if config["explainers"][e].get("role", "compared") == "compared"]
 
 
-def explainer_formats(name):
-    return sorted(config["explainers"][name].get("formats") or FORMATS)
 RUN = f"results/{SUBJECT}/{CORPUS}"
 
 
-
-def subject_hook(wildcards):
-    # A function, so that the "{layer}" placeholder is not taken for a wildcard.
-    return config["subject"]["hook"]
+def explainer_formats(name):
+    return sorted(config["explainers"][name].get("formats") or FORMATS)
 
 
-EMBEDDED = "embedded:smollm2-135m-instruct"
+EMBEDDED = EMBEDDED_SMOLLM2
 # The embedded engine reuses the subject's prepared folder when the subject is the embedded model.
 ENGINE_MODEL_ID = SUBJECT if config["subject"]["model"] == EMBEDDED else "embedded-smollm2"
 MODEL_IDS = sorted({SUBJECT, ENGINE_MODEL_ID})
 # Remote roles' key variables: checked at start and forwarded to cluster jobs; values are read in scripts only.
 API_KEY_VARS = sorted(
     {
-        r.get("api_key_env") or "OPENAI_API_KEY"
-        for r in [*config["explainers"].values(), *(config.get("simulators") or {}).values()]
-        if r["provider"] == "openai" and r.get("api_key_env", "OPENAI_API_KEY")
+        r["api_key_env"]
+        for section in ("explainers", "simulators", "embedders")
+        for r in (config.get(section) or {}).values()
+        if r["provider"] == "openai" and r.get("api_key_env")
     }
 )
-
-
-def model_name_for(wildcards):
-    return config["subject"]["model"] if wildcards.model_id == SUBJECT else EMBEDDED
 
 
 def model_dir(wildcards=None):
@@ -77,26 +71,12 @@ def engine_slots(role):
     return get
 
 
-def role_entry(role):
-    """One role entry (e.g. one explainer): editing another explainer does not rerun this job."""
-
-    def get(wildcards):
-        return config[role][getattr(wildcards, role[:-1])]
-
-    return get
-
-
 def corpus_path(wildcards=None):
     return f"results/{SUBJECT}/corpus/{CORPUS}.parquet"
 
 
 def activations_dir(wildcards=None):
     return f"{RUN}/activations"
-
-
-def neuron_set_spec(wildcards):
-    """One neuron set's own config entry (not the whole config: editing one set reruns only its jobs)."""
-    return config["neuron_sets"][wildcards.neuron_set]
 
 
 def neuron_set_inputs(wildcards):
@@ -110,18 +90,6 @@ def neuron_set_inputs(wildcards):
 def one_of(names):
     """A wildcard constraint matching exactly the configured names."""
     return "|".join(re.escape(n) for n in names)
-
-
-def format_spec(wildcards):
-    """Only this format's entry: adding or editing another variant does not rerun this job."""
-    return config["prompt_formats"][wildcards.format] or {}
-
-
-def explainer_setting(key):
-    def get(wildcards):
-        return config["explainers"][wildcards.explainer][key]
-
-    return get
 
 
 def _per_explainer(pattern, explainers, **more):
@@ -170,22 +138,10 @@ PUZZLES = config.get("puzzles") or {}
 PUZZLE_SETS = sorted(PUZZLES.get("sets") or {})
 
 
-def embedder_role(name_key):
-    """The embedder entry named by adacs.embedder / puzzles.embedder."""
-
-    def get(wildcards):
-        section = ADACS if name_key == "adacs" else PUZZLES
-        return config["embedders"][section["embedder"]]
-
-    return get
-
-
-def reference_spec(wildcards):
-    return config["adacs"]["references"][wildcards.neuron_set]
-
-
 def reference_inputs(wildcards):
     spec = config["adacs"]["references"][wildcards.neuron_set]
+    if spec["kind"] == "top_tokens":
+        return [f"{RUN}/records/{wildcards.neuron_set}.parquet"]
     if spec["kind"] == "explainer":
         return [f"{RUN}/explanations/{wildcards.neuron_set}/{spec['explainer']}/{spec.get('format', 'Original')}.jsonl"]
     if spec["kind"] == "csv":
@@ -200,10 +156,6 @@ def similarity_files(wildcards=None):
         for path in expand(f"{RUN}/similarity/{{neuron_set}}/{{explainer}}/{{format}}.parquet", explainer=e,
                            format=explainer_formats(e), neuron_set=ADACS_SETS)
     ]
-
-
-def puzzle_set_spec(wildcards):
-    return config["puzzles"]["sets"][wildcards.puzzle_set]
 
 
 def puzzle_set_inputs(wildcards):
@@ -251,3 +203,10 @@ def companion_tables(wildcards=None):
 def all_targets():
     targets = ["results/table1.csv", "results/cost_estimate.csv"] + explanation_files()
     return targets + (["results/table6.csv"] if evaluation_tables() else [])
+
+
+def stage_settings(cls, *parts):
+    """params function: the stage's settings built from the validated config for these wildcards."""
+    def get(wildcards):
+        return cls.from_config(config, dict(wildcards.items())).to_params(*parts)
+    return get

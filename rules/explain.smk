@@ -1,5 +1,7 @@
 # The explain stage (API calls with a persistent response cache) and the pre-run cost estimate.
 
+from autointerp.explain.stage import ExplainSettings
+
 
 if API_KEY_VARS:
 
@@ -16,10 +18,7 @@ rule explain:
         failures="results/{subject}/{corpus}/explanations/{neuron_set}/{explainer}/{format}.failures.jsonl",
         usage="results/{subject}/{corpus}/usage/explain/{neuron_set}/{explainer}/{format}.json",
     params:
-        role=role_entry("explainers"),
-        cache_dir=config["llm"]["cache_dir"],
-        max_extra_samples=config["llm"]["max_extra_samples"],
-        max_invalid_fraction=config["llm"]["max_invalid_fraction"],
+        settings=stage_settings(ExplainSettings),
     log:
         "logs/{subject}/{corpus}/explain/{neuron_set}/{explainer}/{format}.log",
     benchmark:

@@ -2,6 +2,9 @@
 # the shard schema is in docs/data_contracts.md).
 
 
+from autointerp.extract.stage import ExtractSettings
+
+
 # Wildcards only ever take the configured values (fast, unambiguous DAG).
 wildcard_constraints:
     subject=SUBJECT,
@@ -18,7 +21,7 @@ rule prepare_model:
     output:
         directory("data/models/{model_id}"),
     params:
-        model=model_name_for,
+        settings=stage_settings(ExtractSettings, "model"),
     log:
         "logs/models/{model_id}.log",
     benchmark:
@@ -38,7 +41,7 @@ rule build_corpus:
     output:
         "results/{subject}/corpus/{corpus}.parquet",
     params:
-        spec=config["corpus"],
+        settings=stage_settings(ExtractSettings, "corpus"),
     log:
         "logs/{subject}/corpus/{corpus}.log",
     benchmark:
@@ -59,13 +62,7 @@ rule extract_activations:
     output:
         directory("results/{subject}/{corpus}/activations"),
     params:
-        model=config["subject"]["model"],
-        hook=subject_hook,
-        layers=config["subject"]["layers"],
-        device=config["subject"]["device"],
-        dtype=config["subject"]["dtype"],
-        batch_size=config["subject"]["batch_size"],
-        extraction=config["extraction"],
+        settings=stage_settings(ExtractSettings, "subject", "extraction"),
     log:
         "logs/{subject}/{corpus}/extract_activations.log",
     benchmark:
@@ -89,7 +86,7 @@ rule neuron_set:
     output:
         "results/{subject}/{corpus}/neuron_sets/{neuron_set}.csv",
     params:
-        spec=neuron_set_spec,
+        settings=stage_settings(ExtractSettings, "neuron_set"),
     log:
         "logs/{subject}/{corpus}/neuron_sets/{neuron_set}.log",
     conda:
@@ -107,7 +104,7 @@ rule records:
     output:
         "results/{subject}/{corpus}/records/{neuron_set}.parquet",
     params:
-        records=config["records"],
+        settings=stage_settings(ExtractSettings, "records"),
     log:
         "logs/{subject}/{corpus}/records/{neuron_set}.log",
     benchmark:

@@ -1,5 +1,9 @@
-# Blinded human evaluation (Table 5): a study prepared from a finished run, rated in the web app
-# (python -m autointerp.human_eval serve --db …), and Table 5 from the configured rating files.
+# Blinded human evaluation (Table 5). This rule writes a study TEMPLATE (blinded items, no raters): a rule output
+# that any rerun may replace. Ratings never live in results/: `python -m autointerp.human_eval init --template
+# <template> --db human_eval/<name>.sqlite` creates a rating database in human_eval/, a folder no rule writes,
+# and human_eval.ratings lists those files for Table 5 (rule table5 in rules/tables.smk). docs/human_eval.md.
+
+from autointerp.human_eval.stage import HumanEvalSettings
 
 
 rule prepare_human_study:
@@ -7,10 +11,9 @@ rule prepare_human_study:
         records="results/{subject}/{corpus}/records/{neuron_set}.parquet",
         explanations=study_explanation_files,
     output:
-        "results/{subject}/{corpus}/human_eval/{neuron_set}/{explainer}.sqlite",
+        "results/{subject}/{corpus}/human_eval/{neuron_set}/{explainer}.template.sqlite",
     params:
-        seed=HUMAN_EVAL.get("seed", 0),
-        max_items=HUMAN_EVAL.get("max_items"),
+        settings=stage_settings(HumanEvalSettings),
     log:
         "logs/{subject}/{corpus}/human_eval/{neuron_set}/{explainer}.log",
     conda:

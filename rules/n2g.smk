@@ -1,6 +1,8 @@
 # N2G (Foote et al. 2023): graph explanations fitted on the train records, scored on the valid records like the
 # simulator; rows of Table 2 (and so entries of Table 6), plus the N2G paper's own metrics.
 
+from autointerp.n2g.stage import N2GSettings
+
 
 rule n2g:
     input:
@@ -12,9 +14,7 @@ rule n2g:
         metrics="results/{subject}/{corpus}/n2g/{neuron_set}/metrics.csv",
         graphs=directory("results/{subject}/{corpus}/n2g/{neuron_set}/graphs"),
     params:
-        hook=subject_hook,
-        augmentation=N2G.get("augmentation", True),
-        device=config["subject"]["device"],
+        settings=stage_settings(N2GSettings),
     log:
         "logs/{subject}/{corpus}/n2g/{neuron_set}.log",
     benchmark:

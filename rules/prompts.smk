@@ -1,5 +1,7 @@
 # Prompt rendering: one JSONL per (neuron set, explainer, format); Table 1 of Lee et al. 2023.
 
+from autointerp.prompts.stage import PromptSettings
+
 
 rule render_prompts:
     input:
@@ -7,11 +9,7 @@ rule render_prompts:
     output:
         "results/{subject}/{corpus}/prompts/{neuron_set}/{explainer}/{format}.jsonl",
     params:
-        spec=format_spec,
-        encoding=explainer_setting("encoding"),
-        context_length=explainer_setting("context_length"),
-        max_completion_tokens=config["prompts"]["max_completion_tokens"],
-        mutate_like_seed=config["prompts"]["mutate_like_seed"],
+        settings=stage_settings(PromptSettings),
     log:
         "logs/{subject}/{corpus}/prompts/{neuron_set}/{explainer}/{format}.log",
     conda:

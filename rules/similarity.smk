@@ -1,5 +1,9 @@
 # Explanation similarity (AdaCS, Table 3) and Neuron Puzzles (Table 4); both feed Table 6 via the registry.
 
+from autointerp.explain.stage import ExplainSettings
+from autointerp.prompts.stage import PromptSettings
+from autointerp.similarity.stage import SimilaritySettings
+
 
 rule adacs_similarity:
     input:
@@ -9,10 +13,7 @@ rule adacs_similarity:
         similarity="results/{subject}/{corpus}/similarity/{neuron_set}/{explainer}/{format}.parquet",
         usage="results/{subject}/{corpus}/usage/embed/{neuron_set}/{explainer}/{format}.json",
     params:
-        role=embedder_role("adacs"),
-        reference=reference_spec,
-        normalise=ADACS.get("normalise"),
-        cache_dir=config["llm"]["cache_dir"],
+        settings=stage_settings(SimilaritySettings, "embedder", "role", "reference", "normalise", "cache_dir"),
     log:
         "logs/{subject}/{corpus}/similarity/{neuron_set}/{explainer}/{format}.log",
     benchmark:
@@ -24,7 +25,7 @@ rule adacs_similarity:
     conda:
         "../envs/torch.yaml"
     script:
-        "../scripts/similarity/similarity.py"
+        "../scripts/similarity/adacs_similarity.py"
 
 
 rule puzzle_set:
@@ -33,7 +34,7 @@ rule puzzle_set:
     output:
         "results/puzzles/{puzzle_set}/puzzles.json",
     params:
-        spec=puzzle_set_spec,
+        settings=stage_settings(SimilaritySettings, "puzzle_set", "cache_dir"),
     log:
         "logs/puzzles/{puzzle_set}/puzzle_set.log",
     conda:
@@ -48,10 +49,7 @@ rule render_puzzle_prompts:
     output:
         "results/puzzles/{puzzle_set}/prompts/{explainer}/{format}.jsonl",
     params:
-        spec=format_spec,
-        encoding=explainer_setting("encoding"),
-        context_length=explainer_setting("context_length"),
-        max_completion_tokens=config["prompts"]["max_completion_tokens"],
+        settings=stage_settings(PromptSettings),
     log:
         "logs/puzzles/{puzzle_set}/prompts/{explainer}/{format}.log",
     conda:
@@ -69,11 +67,7 @@ rule explain_puzzles:
         failures="results/puzzles/{puzzle_set}/explanations/{explainer}/{format}.failures.jsonl",
         usage="results/puzzles/{puzzle_set}/usage/explain/{explainer}/{format}.json",
     params:
-        role=role_entry("explainers"),
-        samples=PUZZLES.get("samples", 3),
-        cache_dir=config["llm"]["cache_dir"],
-        max_extra_samples=config["llm"]["max_extra_samples"],
-        max_invalid_fraction=config["llm"]["max_invalid_fraction"],
+        settings=stage_settings(ExplainSettings),
     log:
         "logs/puzzles/{puzzle_set}/explain/{explainer}/{format}.log",
     benchmark:
@@ -97,8 +91,7 @@ rule puzzle_similarity:
         similarity="results/puzzles/{puzzle_set}/similarity/{explainer}/{format}.parquet",
         usage="results/puzzles/{puzzle_set}/usage/embed/{explainer}/{format}.json",
     params:
-        role=embedder_role("puzzles"),
-        cache_dir=config["llm"]["cache_dir"],
+        settings=stage_settings(SimilaritySettings, "embedder", "role", "cache_dir"),
     log:
         "logs/puzzles/{puzzle_set}/similarity/{explainer}/{format}.log",
     threads: 1
@@ -108,4 +101,4 @@ rule puzzle_similarity:
     conda:
         "../envs/torch.yaml"
     script:
-        "../scripts/similarity/similarity.py"
+        "../scripts/similarity/puzzle_similarity.py"

@@ -1,5 +1,7 @@
 # Simulate and score every explanation (Bills et al. 2023), then Table 2 and Table 6.
 
+from autointerp.simulate.stage import SimulateSettings
+
 
 rule simulate_score:
     input:
@@ -11,8 +13,7 @@ rule simulate_score:
         predictions="results/{subject}/{corpus}/simulations/{neuron_set}/{explainer}/{simulator}/{format}.parquet",
         usage="results/{subject}/{corpus}/usage/simulate/{neuron_set}/{explainer}/{simulator}/{format}.json",
     params:
-        role=role_entry("simulators"),
-        cache_dir=config["llm"]["cache_dir"],
+        settings=stage_settings(SimulateSettings),
     log:
         "logs/{subject}/{corpus}/simulate/{neuron_set}/{explainer}/{simulator}/{format}.log",
     benchmark:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from autointerp.explain.stage import ExplainError, ExplainSettings, clean_explanation, run_explain_job
+from workflow_utils import rule_io, tiny_config, validated
 
 
 def prompt_line(layer, neuron, fmt="Summary"):
@@ -34,6 +35,17 @@ def role(base_url):
     return {"provider": "openai", "model": "loop", "base_url": base_url, "api_key_env": None}
 
 
+def settings(explainer: dict, tmp_path, **llm) -> ExplainSettings:
+    """ExplainSettings as the workflow builds them: from a validated config, by the one constructor."""
+    config = validated(tiny_config(explainers={"loop": explainer}, llm={"cache_dir": str(tmp_path / "cache"), **llm}))
+    return ExplainSettings.from_config(config, {"explainer": "loop"})
+
+
+def run(s, prompts, out, fail, usage):
+    return run_explain_job(s, rule_io({"prompts": prompts, "engine": []},
+                                      {"explanations": out, "failures": fail, "usage": usage}))
+
+
 def test_clean_explanation():
     assert clean_explanation(" words related to colors.\nMore text") == "words related to colors."
     assert clean_explanation("\n\n  the main thing this neuron does is find numbers") == "numbers"
@@ -47,9 +59,8 @@ def test_invalid_replies_are_retried_and_never_passed_on(tmp_path, loopback):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps(prompt_line(*n)) + "\n" for n in [(0, 1), (0, 2), (1, 3)]))
     out, fail, usage = tmp_path / "e.jsonl", tmp_path / "f.jsonl", tmp_path / "u.json"
-    settings = ExplainSettings(max_extra_samples=2, max_invalid_fraction=0.5)
-    summary = run_explain_job(prompts, out, fail, usage, role=role(loopback.base_url), settings=settings,
-                              cache_dir=str(tmp_path / "cache"))
+    s = settings(role(loopback.base_url), tmp_path, max_extra_samples=2, max_invalid_fraction=0.5)
+    summary = run(s, prompts, out, fail, usage)
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [(r["layer"], r["neuron"], r["explanation"]) for r in lines] == [(0, 1, "colour words."), (0, 2, "numbers.")]
     assert lines[1]["sample_index"] != 0  # came from an extra sample
@@ -59,8 +70,7 @@ def test_invalid_replies_are_retried_and_never_passed_on(tmp_path, loopback):
     assert json.loads(usage.read_text())["totals"]["calls"] == 1 + 3 + 3
     # a rerun is answered from the cache
     before = loopback.count()
-    run_explain_job(prompts, out, fail, usage, role=role(loopback.base_url), settings=settings,
-                    cache_dir=str(tmp_path / "cache"))
+    run(s, prompts, out, fail, usage)
     assert loopback.count() == before
 
 
@@ -70,9 +80,8 @@ def test_too_many_failures_fail_the_job(tmp_path, loopback):
     prompts.write_text("".join(json.dumps(prompt_line(*n)) + "\n" for n in [(0, 1), (0, 2), (1, 3)]))
     out = tmp_path / "e.jsonl"
     with pytest.raises(ExplainError, match=r"2 of 3 neurons ended without a valid explanation.*0:1, 0:2"):
-        run_explain_job(prompts, out, tmp_path / "f.jsonl", tmp_path / "u.json", role=role(loopback.base_url),
-                        settings=ExplainSettings(max_extra_samples=1, max_invalid_fraction=0.2),
-                        cache_dir=str(tmp_path / "cache"))
+        run(settings(role(loopback.base_url), tmp_path, max_extra_samples=1, max_invalid_fraction=0.2),
+            prompts, out, tmp_path / "f.jsonl", tmp_path / "u.json")
     assert not out.exists()  # nothing half-written
 
 
@@ -83,6 +92,5 @@ def test_missing_key_for_remote_provider_names_the_variable(tmp_path, monkeypatc
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps(prompt_line(0, 1)) + "\n")
     with pytest.raises(LLMConfigError, match="MY_PAID_KEY"):
-        run_explain_job(prompts, tmp_path / "e.jsonl", tmp_path / "f.jsonl", tmp_path / "u.json",
-                        role={"provider": "openai", "model": "gpt-4o-mini", "api_key_env": "MY_PAID_KEY"},
-                        settings=ExplainSettings(), cache_dir=str(tmp_path / "cache"))
+        run(settings({"provider": "openai", "model": "gpt-4o-mini", "api_key_env": "MY_PAID_KEY"}, tmp_path),
+            prompts, tmp_path / "e.jsonl", tmp_path / "f.jsonl", tmp_path / "u.json")

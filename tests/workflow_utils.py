@@ -67,3 +67,24 @@ def tiny_config(**overrides) -> dict:
     for key, value in overrides.items():
         config[key] = value
     return config
+
+
+def validated(config: dict) -> dict:
+    """A config as the workflow sees it: validated against the schema, defaults filled in."""
+    import copy
+
+    from autointerp.common.config import validate_config
+
+    config = copy.deepcopy(config)
+    validate_config(config, ROOT / "config" / "config.schema.yaml")
+    return config
+
+
+def rule_io(inputs: dict, outputs: dict, *, threads: int = 1, **wildcards):
+    """The RuleIO a script would build for a job with these named inputs/outputs."""
+    from autointerp.common.snakemake_io import RuleIO
+
+    flat = lambda d: [str(x) for v in d.values() for x in (v if isinstance(v, list) else [v])]  # noqa: E731
+    return RuleIO(rule="test", input={k: v if isinstance(v, list) else str(v) for k, v in inputs.items()},
+                  output={k: str(v) for k, v in outputs.items()}, inputs=flat(inputs), outputs=flat(outputs),
+                  wildcards=dict(wildcards), threads=threads)

@@ -6,6 +6,8 @@ __version__ = "0.1.0"
 def known_errors() -> tuple[type[BaseException], ...]:
     """Error classes that carry a complete user-facing message (printed without a traceback)."""
     from autointerp.common.config import ConfigError
+    from autointerp.common.io import InputFileError
+    from autointerp.llm.config import LLMConfigError
     from autointerp.extract.corpus import CorpusError
     from autointerp.extract.activations import ExtractionError
     from autointerp.extract.neuron_sets import NeuronSetError
@@ -17,4 +19,4 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from autointerp.explain.stage import ExplainError
 
     return (ConfigError, CorpusError, ExtractionError, NeuronSetError, RecordError, SubjectModelError,
-            FormatConfigError, PuzzleError, ExplainError)
+            FormatConfigError, PuzzleError, ExplainError, InputFileError, LLMConfigError)

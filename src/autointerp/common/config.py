@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import yaml
@@ -15,6 +16,19 @@ def _where(error) -> str:
     return "config" + "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]" for p in error.absolute_path)
 
 
+def _message(error) -> str:
+    """jsonschema's message, except that an unknown key names the nearest valid key."""
+    if error.validator != "additionalProperties" or not isinstance(error.schema.get("properties"), dict):
+        return error.message
+    valid = sorted(error.schema["properties"])
+    allowed = set(valid) | set(error.schema.get("patternProperties") or {})
+    parts = []
+    for key in sorted(k for k in error.instance if k not in allowed):
+        near = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+        parts.append(f"unknown key {key!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+    return "; ".join(parts) + f"; valid keys: {', '.join(valid)}"
+
+
 def validate_config(config: dict, schema_path) -> dict:
     """Validate against the draft 2020-12 schema, listing every violation; fill defaults in place."""
     from jsonschema import Draft202012Validator, validators
@@ -23,7 +37,7 @@ def validate_config(config: dict, schema_path) -> dict:
     validator = Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     if errors:
-        lines = [f"  - {_where(e)}: {e.message}" for e in errors]
+        lines = [f"  - {_where(e)}: {_message(e)}" for e in errors]
         raise ConfigError(
             f"invalid configuration ({len(errors)} problem{'s' if len(errors) > 1 else ''}; schema {schema_path}):\n"
             + "\n".join(lines)

@@ -1,4 +1,8 @@
-"""Atomic output helpers (a failed or killed job never leaves a half-written file) and small readers."""
+"""Atomic output helpers (a failed or killed job never leaves a half-written file) and strict readers.
+
+The readers never mangle or half-read an input: a truncated, corrupt or non-UTF-8 file raises ``InputFileError``
+(or the caller's error class) with one line naming the file, where it breaks, and how to fix it.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,113 @@ import json
 import os
 import tempfile
 from pathlib import Path
+
+
+class InputFileError(ValueError):
+    """An input file is missing, truncated, corrupt or not in the expected format; the one-line message names
+    the file, where it breaks and how to fix it."""
+
+
+# Which rule writes a results/ file, by the folders of its path (rules/*.smk); used only to word the fix.
+_PRODUCERS = (
+    ("puzzles", "prompts", "render_puzzle_prompts"),
+    ("puzzles", "explanations", "explain_puzzles"),
+    ("puzzles", "similarity", "puzzle_similarity"),
+    (None, "activations", "extract_activations"),
+    (None, "corpus", "build_corpus"),
+    (None, "neuron_sets", "neuron_set"),
+    (None, "records", "records"),
+    (None, "prompts", "render_prompts"),
+    (None, "explanations", "explain"),
+    (None, "scores", "simulate_score"),
+    (None, "simulations", "simulate_score"),
+    (None, "similarity", "adacs_similarity"),
+    (None, "n2g", "n2g"),
+    (None, "human_eval", "prepare_human_study"),
+)
+
+
+def producing_rule(path) -> str | None:
+    """The workflow rule that writes ``path`` (a file under results/), or None when the layout is unknown."""
+    parts = Path(path).parts
+    if "results" not in parts:
+        return None
+    inner = parts[parts.index("results") + 1:-1]
+    if inner[:1] == ("puzzles",) and Path(path).name == "puzzles.json":
+        return "puzzle_set"
+    for top, folder, rule in _PRODUCERS:
+        if folder in inner and (top is None or inner[:1] == (top,)):
+            return rule
+    return None
+
+
+def rerun_hint(path) -> str:
+    """How to fix a broken workflow output: delete it so that Snakemake rebuilds it."""
+    rule = producing_rule(path)
+    who = f"rule {rule} writes it" if rule else "the rule that wrote it rebuilds it"
+    return f"delete {path} and rerun the workflow ({who})"
+
+
+def one_line(text) -> str:
+    """Collapse a (library) message onto one line."""
+    return " ".join(str(text).split())
+
+
+def read_parquet(path, columns=None, *, fix: str | None = None, error: type[Exception] = InputFileError):
+    """``pyarrow.parquet.read_table`` that turns a missing, truncated or corrupt file (or missing columns) into
+    one clear ``error`` naming the file and ``fix`` (default: delete it and rerun the rule that writes it)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path, columns=columns)
+    except FileNotFoundError as exc:
+        raise error(f"{path} is missing; {fix or rerun_hint(path)}") from exc
+    except (pa.ArrowException, OSError, ValueError, EOFError) as exc:
+        raise error(f"{path}: not a readable Parquet file ({one_line(exc)}); it is truncated, corrupt or from "
+                    f"another version: {fix or rerun_hint(path)}") from exc
+
+
+def read_parquet_schema(path, *, fix: str | None = None, error: type[Exception] = InputFileError):
+    """The schema (with metadata) from a Parquet footer; a bad file raises one clear ``error`` (see read_parquet)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path)
+    except FileNotFoundError as exc:
+        raise error(f"{path} is missing; {fix or rerun_hint(path)}") from exc
+    except (pa.ArrowException, OSError, ValueError, EOFError) as exc:
+        raise error(f"{path}: not a readable Parquet file ({one_line(exc)}); it is truncated, corrupt or from "
+                    f"another version: {fix or rerun_hint(path)}") from exc
+
+
+def decode_utf8(data: bytes, path, *, what: str = "", fix: str | None = None,
+                error: type[Exception] = InputFileError) -> str:
+    """Decode a whole file's bytes strictly; invalid UTF-8 raises ``error`` naming the file, the byte offset and
+    line of the first bad byte (``what`` qualifies the offset, e.g. " of the decompressed text") and the fix."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = 1 + data.count(b"\n", 0, exc.start)
+        raise error(f"{path}: not valid UTF-8 at byte offset {exc.start}{what} (line {line}, byte "
+                    f"{data[exc.start:exc.end].hex(' ')}); "
+                    f"{fix or 'convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8)'}") from exc
+
+
+def read_json(path, *, fix: str | None = None, error: type[Exception] = InputFileError):
+    """A whole JSON file, strictly (UTF-8, valid JSON); a bad file raises one clear ``error`` with ``fix``."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise error(f"{path} is missing; {fix or rerun_hint(path)}") from exc
+    text = decode_utf8(data, path, fix=fix or rerun_hint(path), error=error)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}: column {exc.colno}); the file is "
+                    f"truncated or corrupt: {fix or rerun_hint(path)}") from exc
 
 
 @contextlib.contextmanager
@@ -59,9 +170,37 @@ def _leaf(typ):
     return typ
 
 
-def read_jsonl(path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+def read_jsonl(path, *, fix: str | None = None, error: type[Exception] = InputFileError) -> list[dict]:
+    """One JSON object per non-blank line, strictly: a truncated last line, a corrupt line or non-UTF-8 bytes raise
+    ``error`` as ``path:line: not valid JSON (...)`` with ``fix`` (default: delete the file and rerun its rule)."""
+    rows = []
+    offset = 0
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError as exc:
+        raise error(f"{path} is missing; {fix or rerun_hint(path)}") from exc
+    with fh:
+        for lineno, raw in enumerate(fh, 1):
+            start, offset = offset, offset + len(raw)
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise error(f"{path}:{lineno}: not valid UTF-8 at byte offset {start + exc.start} "
+                            f"(byte {raw[exc.start:exc.end].hex(' ')}); the file is corrupt: "
+                            f"{fix or rerun_hint(path)}") from exc
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                cut = "" if raw.endswith(b"\n") else ", the line is cut off: the file is truncated"
+                raise error(f"{path}:{lineno}: not valid JSON ({exc.msg}: column {exc.colno}{cut}); "
+                            f"{fix or rerun_hint(path)}") from exc
+            if not isinstance(row, dict):
+                raise error(f"{path}:{lineno}: not a JSON object (got {type(row).__name__}); "
+                            f"{fix or rerun_hint(path)}")
+            rows.append(row)
+    return rows
 
 
 def write_csv(rows: list[dict], path, columns: list[str] | None = None) -> None:

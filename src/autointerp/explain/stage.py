@@ -16,9 +16,11 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from autointerp.common.io import atomic_write_text
+from autointerp.common.io import atomic_write_text, read_jsonl
+from autointerp.common.settings import Settings
+from autointerp.common.snakemake_io import RuleIO
 from autointerp.llm import run_many
-from autointerp.common.io import read_jsonl
+from autointerp.llm.settings import ExplainerRole
 
 log = logging.getLogger("autointerp.explain.stage")
 
@@ -44,15 +46,24 @@ def clean_explanation(raw: str) -> str | None:
     return text
 
 
-@dataclass
-class ExplainSettings:
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int = 60
-    samples: int = 1
-    seed: int | None = None
-    max_extra_samples: int = 3
-    max_invalid_fraction: float = 0.2
+class ExplainSettings(Settings):
+    """One explainer's settings for one job (neuron prompts or puzzle prompts)."""
+
+    explainer: str
+    role: ExplainerRole
+    samples: int  # the role's samples; puzzles.samples for puzzle prompts
+    max_extra_samples: int
+    max_invalid_fraction: float
+    cache_dir: str
+
+    @classmethod
+    def from_config(cls, config, wildcards) -> "ExplainSettings":
+        name = wildcards["explainer"]
+        role = ExplainerRole.model_validate(config["explainers"][name])
+        samples = config["puzzles"]["samples"] if "puzzle_set" in wildcards else role.samples
+        llm = config["llm"]
+        return cls(explainer=name, role=role, samples=samples, max_extra_samples=llm["max_extra_samples"],
+                   max_invalid_fraction=llm["max_invalid_fraction"], cache_dir=llm["cache_dir"])
 
 
 @dataclass
@@ -62,22 +73,29 @@ class ExplainOutcome:
     totals: dict = field(default_factory=dict)
 
 
+def sample_seed(seed: int | None, index: int) -> int | None:
+    """Sample ``index`` of a neuron is drawn with its own seed, so n samples are n distinct, repeatable draws."""
+    return None if seed is None else seed + index
+
+
 async def _explain_one(client, prompt: dict, sample: int, s: ExplainSettings, model: str) -> tuple[dict | None, list]:
     tried = []
+    r = s.role
     for extra in range(s.max_extra_samples + 1):
+        # Extra samples (for unusable replies) take indices after every regular sample: never a regular one's seed.
         index = sample if extra == 0 else s.samples + sample * s.max_extra_samples + extra - 1
-        result = await client.chat(prompt["messages"], temperature=s.temperature, top_p=s.top_p,
-                                   max_tokens=s.max_tokens, seed=None if s.seed is None else s.seed + index,
-                                   sample_index=index)
+        result = await client.chat(prompt["messages"], temperature=r.temperature, top_p=r.top_p,
+                                   max_tokens=r.max_tokens, seed=sample_seed(r.seed, index), sample_index=index)
         explanation = clean_explanation(result.text)
         record = {
             "layer": prompt["layer"], "neuron": prompt["neuron"], "format": prompt["format"], "sample": sample,
             "sample_index": index, "explanation": explanation, "raw_completion": result.text,
             "valid": explanation is not None, "model": model, "finish_reason": result.finish_reason,
-            "params": {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens, "seed": s.seed},
+            "params": {"temperature": r.temperature, "top_p": r.top_p, "max_tokens": r.max_tokens,
+                       "seed": sample_seed(r.seed, index)},
+            # Only what the same config reproduces; latency and cache hits are measurements (the usage file).
             "usage": {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens},
-            "latency_s": round(result.latency_s, 4), "cache_key": result.cache_key, "cache_hit": result.cache_hit,
-            "prompt_hash": prompt.get("prompt_hash"),
+            "cache_key": result.cache_key, "prompt_hash": prompt.get("prompt_hash"),
         }
         for extra_key in ("puzzle", "ground_truth"):  # puzzles carry their name and answer along
             if extra_key in prompt:
@@ -113,28 +131,32 @@ def write_jsonl(path, rows: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows))
 
 
-def run_explain_job(prompts_path, out_path, failures_path, usage_path, *, role: dict, settings: ExplainSettings,
-                    cache_dir: str, engine_dir=None, threads: int | None = None) -> dict:
+def run_explain_job(settings: ExplainSettings, io: RuleIO) -> dict:
+    """Explain every prompt of ``io.input["prompts"]``; writes explanations, failures and usage."""
     from autointerp.llm.roles import open_client
 
-    prompts = read_jsonl(prompts_path)
-    with open_client("explainer", role, cache_dir=cache_dir, engine_dir=engine_dir, threads=threads) as client:
-        outcome = asyncio.run(explain_all(client, prompts, settings, role["model"]))
+    out_path, failures_path, usage_path = io.output["explanations"], io.output["failures"], io.output["usage"]
+    prompts = read_jsonl(io.input["prompts"])
+    engine = io.input.get("engine") or None
+    with open_client(settings.explainer, settings.role, cache_dir=settings.cache_dir,
+                     engine_dir=engine[0] if engine else None, threads=io.threads) as client:
+        outcome = asyncio.run(explain_all(client, prompts, settings, settings.role.model))
         calls = [dataclasses.asdict(r) for r in client.ledger.records]
     neurons = {(p["layer"], p["neuron"]) for p in prompts}
     ok = {(r["layer"], r["neuron"]) for r in outcome.lines}
     without = sorted(neurons - ok)
-    write_jsonl(failures_path, outcome.failures)
     summary = {"neurons": len(neurons), "explanations": len(outcome.lines), "failed_samples": len(outcome.failures),
                "neurons_without_explanation": len(without), **{k: v for k, v in outcome.totals.items()
                                                                 if k != "by_role"}}
     for failure in outcome.failures:
         log.warning("no valid explanation: %s", json.dumps(failure, ensure_ascii=False))
     if neurons and len(without) / len(neurons) > settings.max_invalid_fraction:
+        # Snakemake deletes a failed job's outputs, so the failures go to the log (kept), not only to a file.
         raise ExplainError(
             f"{len(without)} of {len(neurons)} neurons ended without a valid explanation "
-            f"(limit {settings.max_invalid_fraction:.0%}); see {failures_path}: "
-            + ", ".join(f"{layer}:{neuron}" for layer, neuron in without[:20]))
+            f"(limit llm.max_invalid_fraction = {settings.max_invalid_fraction:.0%}); the replies are in the "
+            "rule's log: " + ", ".join(f"{layer}:{neuron}" for layer, neuron in without[:20]))
+    write_jsonl(failures_path, outcome.failures)
     write_jsonl(out_path, sorted(outcome.lines, key=lambda r: (r["layer"], r["neuron"], r["sample"])))
     atomic_write_text(usage_path, json.dumps({"totals": summary, "calls": calls}, indent=1, sort_keys=True) + "\n")
     return summary

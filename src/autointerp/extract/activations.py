@@ -298,13 +298,43 @@ def write_layer_shards(run: ExtractionRun, settings: ExtractionSettings, out_pat
         atomic_write_parquet(table, path)
 
 
+def activations_fix(activations_dir) -> str:
+    """How to repair a broken activations folder (used in every error about one)."""
+    return f"delete the folder {activations_dir} and rerun extraction (rule extract_activations)"
+
+
 def layer_shards(activations_dir) -> dict[int, str]:
-    """{layer: shard path} from an activations folder's manifest."""
-    manifest = Path(activations_dir) / "manifest.json"
+    """{layer: shard path} from an activations folder's manifest.
+
+    The manifest is read strictly and every shard's Parquet footer is checked (cheap: a few KB each), so a
+    truncated, garbage or missing shard is refused here, in one line, before any job reads it.
+    """
+    from autointerp.common.io import read_json, read_parquet_schema
+
+    folder = Path(activations_dir)
+    manifest = folder / "manifest.json"
+    fix = activations_fix(folder)
     if not manifest.is_file():
-        raise ExtractionError(f"{manifest} is missing: the activations folder is incomplete, rerun extraction")
-    info = json.loads(manifest.read_text())
-    return {int(layer): str(Path(activations_dir) / name) for layer, name in info["shards"].items()}
+        raise ExtractionError(f"{manifest} is missing: the activations folder is incomplete; {fix}")
+    info = read_json(manifest, fix=fix, error=ExtractionError)
+    shards = info.get("shards") if isinstance(info, dict) else None
+    if not isinstance(shards, dict) or not shards:
+        raise ExtractionError(f"{manifest}: no 'shards' map of layer -> file; {fix}")
+    version = info.get("schema_version", SCHEMA_VERSION)
+    if str(version) != SCHEMA_VERSION:
+        raise ExtractionError(f"{manifest}: schema_version {version!r}, this code reads {SCHEMA_VERSION!r}; {fix}")
+    out = {}
+    for layer, name in shards.items():
+        try:
+            layer = int(layer)
+        except (TypeError, ValueError):
+            raise ExtractionError(f"{manifest}: shard key {layer!r} is not a layer number; {fix}") from None
+        path = folder / str(name)
+        if not path.is_file():
+            raise ExtractionError(f"{path} (layer {layer} in {manifest.name}) is missing; {fix}")
+        read_parquet_schema(path, fix=fix, error=ExtractionError)
+        out[layer] = str(path)
+    return out
 
 
 def run_extraction_job(*, model_dir, corpus_path, out_dir, layers, hook, device="auto", dtype="float32",
@@ -352,9 +382,11 @@ def run_extraction_job(*, model_dir, corpus_path, out_dir, layers, hook, device=
             del state.maxima
         shutil.rmtree(scratch)
         summary = {"layers": len(layer_list), "neurons_per_layer": model.d_mlp, "excerpts": int(token_ids.shape[0]),
-                   "tokens": int(token_ids.size), "seconds": round(run.total_seconds, 2), "device": device}
+                   "tokens": int(token_ids.size)}
+        # No timings in the manifest (same config, same bytes); the job's log and benchmark file have them.
         manifest = {"shards": {str(layer): name for layer, name in names.items()}, "schema_version": SCHEMA_VERSION,
                     **summary}
+        summary = {**summary, "seconds": round(run.total_seconds, 2), "device": device}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)

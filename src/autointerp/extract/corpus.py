@@ -20,12 +20,13 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from zlib import error as zlib_error
 from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 
-from autointerp.common.io import atomic_write_parquet
+from autointerp.common.io import atomic_write_parquet, decode_utf8, one_line, read_parquet
 
 
 class CorpusError(ValueError):
@@ -35,10 +36,31 @@ class CorpusError(ValueError):
 _FORTUNE_SEP = re.compile(r"^%\s*$", re.M)
 
 
+def _utf8_fix(path: Path, jsonl: bool = False) -> str:
+    if path.suffix == ".gz":
+        convert = f"zcat {path} | iconv -f latin1 -t utf-8 | gzip > {path.name[:-3]}.utf8.gz"
+    else:
+        convert = f"iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}"
+    if jsonl:
+        return f"convert it to UTF-8 (e.g. {convert}, naming the copy in corpus.paths) or drop it from corpus.paths"
+    return (f"convert it to UTF-8 (e.g. {convert}, naming the copy in corpus.files) "
+            f"or list {path} under corpus.exclude")
+
+
 def _read_text(path: Path) -> str:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
-        return fh.read()
+    """A corpus file's text, strictly UTF-8 (never with replacement characters): bad bytes raise CorpusError."""
+    gz = path.suffix == ".gz"
+    try:
+        if gz:
+            with gzip.open(path, "rb") as fh:
+                data = fh.read()
+        else:
+            data = path.read_bytes()
+    except (OSError, EOFError, zlib_error) as exc:  # unreadable, not gzip, or a truncated .gz
+        raise CorpusError(f"corpus file {path} cannot be read ({one_line(exc) or type(exc).__name__}): repair or "
+                          "replace it, or list it under corpus.exclude") from exc
+    return decode_utf8(data, f"corpus file {path}", what=" of the decompressed text" if gz else "",
+                       fix=_utf8_fix(path), error=CorpusError)
 
 
 def iter_documents(spec: dict) -> Iterator[str]:
@@ -74,19 +96,14 @@ def iter_documents(spec: dict) -> Iterator[str]:
             yield topics.topics[key]
     elif source == "jsonl":
         field = spec.get("text_field", "text")
+        found = 0
         for pattern in spec.get("paths", []):
             for path in sorted(glob.glob(str(pattern))):
-                with open(path, encoding="utf-8") as fh:
-                    for lineno, line in enumerate(fh, 1):
-                        if not line.strip():
-                            continue
-                        try:
-                            row = json.loads(line)
-                        except json.JSONDecodeError as exc:
-                            raise CorpusError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-                        if field not in row:
-                            raise CorpusError(f"{path}:{lineno}: no field {field!r} (set corpus.text_field)")
-                        yield str(row[field])
+                found += 1
+                yield from _jsonl_texts(Path(path), field)
+        if not found:
+            raise CorpusError(f"corpus.paths {list(spec.get('paths', []))} matched no files: fix the globs "
+                              "(JSON-lines files with one object per line)")
     elif source == "huggingface":
         try:
             import datasets
@@ -98,8 +115,8 @@ def iter_documents(spec: dict) -> Iterator[str]:
                                        streaming=True)
         except Exception as exc:
             raise CorpusError(
-                f"cannot load Hugging Face dataset {name!r}: {exc}. Offline (HF_HUB_OFFLINE=1) only cached "
-                "datasets load; use corpus.source text_files or python_docs instead"
+                f"cannot load Hugging Face dataset {name!r} (corpus.dataset): {one_line(exc)}. Offline "
+                "(HF_HUB_OFFLINE=1) only cached datasets load; use corpus.source text_files or python_docs instead"
             ) from exc
         field = spec.get("text_field", "text")
         limit = spec.get("max_documents")
@@ -109,6 +126,36 @@ def iter_documents(spec: dict) -> Iterator[str]:
             yield str(row[field])
     else:
         raise CorpusError(f"unknown corpus.source {source!r}")
+
+
+def _jsonl_texts(path: Path, field: str) -> Iterator[str]:
+    """The ``field`` of each line of a JSON-lines corpus file, strictly (UTF-8, valid JSON objects)."""
+    fix = "repair the file or remove it from corpus.paths"
+    offset = 0
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise CorpusError(f"corpus file {path} cannot be read ({one_line(exc)}): {fix}") from exc
+    with fh:
+        for lineno, raw in enumerate(fh, 1):
+            start, offset = offset, offset + len(raw)
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise CorpusError(
+                    f"corpus file {path}:{lineno}: not valid UTF-8 at byte offset {start + exc.start} (byte "
+                    f"{raw[exc.start:exc.end].hex(' ')}); {_utf8_fix(path, jsonl=True)}"
+                ) from exc
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CorpusError(f"{path}:{lineno}: not valid JSON ({exc.msg}: column {exc.colno}); {fix}") from exc
+            if not isinstance(row, dict) or field not in row:
+                raise CorpusError(f"{path}:{lineno}: no field {field!r} (set corpus.text_field to the field that "
+                                  "holds the text)")
+            yield str(row[field])
 
 
 def cut_excerpts(token_streams: Iterable[list[int]], excerpt_tokens: int) -> np.ndarray:
@@ -131,22 +178,32 @@ def build_corpus(spec: dict, tokenizer, *, max_windows_factor: int = 4) -> pa.Ta
     n_wanted = int(spec["n_excerpts"])
     budget = max_windows_factor * n_wanted * length
 
+    seen = {"documents": 0, "tokens": 0}
+
     def streams() -> Iterator[list[int]]:
-        total = 0
         for doc in iter_documents(spec):
             if not doc.strip():
                 continue
             ids = tokenizer(doc + "\n\n", add_special_tokens=False)["input_ids"]
+            seen["documents"] += 1
+            seen["tokens"] += len(ids)
             yield ids
-            total += len(ids)
-            if total >= budget:
+            if seen["tokens"] >= budget:
                 return
 
     windows = cut_excerpts(streams(), length)
     if len(windows) == 0:
+        name = spec.get("id")
+        label = f"corpus {name!r} (corpus.id)" if name else "the corpus"
+        what = {
+            "text_files": "add or fix corpus.files (and check corpus.exclude)",
+            "jsonl": "add text to the files of corpus.paths (or check corpus.text_field)",
+            "huggingface": "check corpus.dataset, corpus.split and corpus.max_documents",
+        }.get(spec.get("source"), "choose another corpus.source")
         raise CorpusError(
-            f"corpus {spec.get('name', '?')!r} is empty: no document gave {length} tokens "
-            "(check corpus.paths / corpus.source)"
+            f"{label} is empty: its {seen['documents']} non-blank document(s) gave "
+            f"{seen['tokens']} tokens, fewer than one excerpt of corpus.excerpt_tokens={length}; {what}, "
+            "or lower corpus.excerpt_tokens"
         )
     _, first = np.unique(windows, axis=0, return_index=True)
     windows = windows[np.sort(first)]
@@ -179,12 +236,11 @@ def write_corpus(spec: dict, tokenizer, path) -> pa.Table:
 
 def read_token_ids(path) -> np.ndarray:
     """(n_excerpts, excerpt_tokens) int64 array; row i is excerpt_id i."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
+    table = read_parquet(path, columns=["excerpt_id", "token_ids"])
     ids = table.column("excerpt_id").to_numpy()
     if not np.array_equal(ids, np.arange(len(ids))):
-        raise CorpusError(f"{path}: excerpt_id must be 0..n-1 in order")
+        raise CorpusError(f"{path}: excerpt_id must be 0..n-1 in order; delete it and rerun the workflow "
+                          "(rule build_corpus writes it)")
     col = table.column("token_ids").combine_chunks()
     length = col.type.list_size
     return col.flatten().to_numpy().astype(np.int64).reshape(len(ids), length)

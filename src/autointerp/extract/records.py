@@ -15,12 +15,14 @@ The highlight cutoff of the new prompt formats is the neuron's quantile of per-e
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from autointerp.common.io import read_parquet, read_parquet_schema, rerun_hint
 from autointerp.common.records import ActivationRecord, NeuronId
+from autointerp.extract.activations import ExtractionError, activations_fix
 
 
 class RecordError(ValueError):
@@ -70,9 +72,17 @@ class TokenDecoder:
         return out
 
 
+def _shard_fix(shard_path) -> str:
+    return activations_fix(Path(shard_path).parent)
+
+
 def quantile_index(shard_path, level: float) -> int:
-    meta = pq.read_schema(shard_path).metadata or {}
-    levels = json.loads(meta[b"autointerp.quantile_levels"])
+    meta = read_parquet_schema(shard_path, fix=_shard_fix(shard_path), error=ExtractionError).metadata or {}
+    try:
+        levels = json.loads(meta[b"autointerp.quantile_levels"])
+    except (KeyError, ValueError) as exc:
+        raise ExtractionError(f"{shard_path}: no valid autointerp.quantile_levels metadata, not an activation shard "
+                              f"of this version; {_shard_fix(shard_path)}") from exc
     for i, q in enumerate(levels):
         if abs(q - level) < 1e-12:
             return i
@@ -92,7 +102,7 @@ def build_records(neurons: list[tuple[int, int]], shard_paths: dict[int, str], t
         if layer not in shard_paths:
             raise RecordError(f"layer {layer} was not extracted")
         qi = quantile_index(shard_paths[layer], cutoff_quantile)
-        table = pq.read_table(shard_paths[layer])
+        table = read_parquet(shard_paths[layer], fix=_shard_fix(shard_paths[layer]), error=ExtractionError)
         wanted = sorted(set(by_layer[layer]))
         if wanted[-1] >= table.num_rows:
             raise RecordError(f"neuron {wanted[-1]} out of range for layer {layer} ({table.num_rows} neurons)")
@@ -141,7 +151,12 @@ def build_records(neurons: list[tuple[int, int]], shard_paths: dict[int, str], t
 def load_records(path) -> dict[NeuronId, dict]:
     """Read a records file back as {NeuronId: {"train": [...], "valid": [...], "cutoff": float}}."""
     out: dict[NeuronId, dict] = {}
-    for r in pq.read_table(path).to_pylist():
+    table = read_parquet(path)
+    missing = {"layer", "neuron", "split", "tokens", "activations", "excerpt_id", "cutoff", "max_activation",
+               "source"} - set(table.column_names)
+    if missing:
+        raise RecordError(f"{path}: not a records file (no columns {sorted(missing)}); {rerun_hint(path)}")
+    for r in table.to_pylist():
         nid = NeuronId(r["layer"], r["neuron"])
         entry = out.setdefault(nid, {"train": [], "valid": [], "cutoff": r["cutoff"],
                                      "max_activation": r["max_activation"], "valid_sources": []})

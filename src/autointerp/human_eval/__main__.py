@@ -1,4 +1,4 @@
-"""Command line: ``python -m autointerp.human_eval {prepare,serve,progress,export,table5}``."""
+"""Command line: ``python -m autointerp.human_eval {prepare,init,serve,progress,export,table5}``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from autointerp.human_eval.store import StudyError, export_ratings, prepare_study, progress, table5
+from autointerp.human_eval.store import StudyError, export_ratings, init_rating_db, prepare_study, progress, table5
 
 
 PAPER_ORDER = ["Original", "Summary", "Highlight", "HighlightSummary", "AVHS"]  # Table 5's row order
@@ -41,8 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing study file")
     p.add_argument("--out", required=True, help="the study database to create (.sqlite)")
 
+    p = sub.add_parser("init", help="create a rating database from a study template (or add a newer template's "
+                                    "new neurons to it); never overwrites or changes ratings")
+    p.add_argument("--template", required=True, help="the workflow's results/…/human_eval/{set}/{explainer}"
+                                                     ".template.sqlite (or any study file)")
+    p.add_argument("--db", required=True, help="the rating database, outside results/ (e.g. human_eval/NAME.sqlite)")
+    p.add_argument("--study-name", help="name of a NEW rating database's study (default: the template's)")
+
     p = sub.add_parser("serve", help="serve the rating web app")
-    p.add_argument("--db", required=True)
+    p.add_argument("--db", required=True, help="the rating database (never a template)")
+    p.add_argument("--template", help="first run `init --template TEMPLATE --db DB`")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--secure-cookies", action="store_true", help="mark the session cookie Secure (behind HTTPS)")
@@ -61,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="study databases and/or exported ratings")
     p.add_argument("--out", required=True, help="CSV to write")
     return parser
+
+
+def _init(template, db, study_name=None) -> None:
+    info = init_rating_db(template, db, study_name=study_name)
+    kept = info["kept_not_in_template"]
+    print(f"{info['db']}: {'created' if info['created'] else 'updated'}; {info['items']} neurons "
+          f"({info['added']} new{f', {kept} kept that the template no longer lists' if kept else ''}), "
+          f"{info['raters']} rater(s)", flush=True)
 
 
 def main(argv=None) -> int:
@@ -86,9 +102,13 @@ def main(argv=None) -> int:
             for s in summary["skipped"]:
                 print(f"  skipped layer {s['layer']} neuron {s['neuron']}: no explanation in "
                       f"{', '.join(s['missing_formats'])}")
+        elif args.command == "init":
+            _init(args.template, args.db, args.study_name)
         elif args.command == "serve":
             from autointerp.human_eval.web import serve
 
+            if args.template:
+                _init(args.template, args.db)
             serve(args.db, args.host, args.port, secure_cookies=args.secure_cookies,
                   allowed_hosts=args.allowed_host, quiet=args.quiet)
         elif args.command == "progress":

@@ -11,6 +11,15 @@ Tables
 ``best_choices``  (rater, item) -> explanation, UNIQUE(rater, item); a trigger checks the explanation's item.
 ``sessions``      server-side web sessions (sha256 of the cookie token, the rater once named, the CSRF token).
 
+Templates and rating databases
+------------------------------
+The workflow's rule ``prepare_human_study`` writes a study *template* (``prepare_study(..., template=True)``):
+the same schema with the blinded items and no raters, marked by ``PRAGMA application_id = TEMPLATE_APP_ID``.
+It is a rule output, so a rerun may replace it at any time; :func:`connect` therefore refuses to open one for
+rating. People rate a *rating database* that :func:`init_rating_db` creates from a template in a folder no rule
+writes (``human_eval/``). Re-initialising from a newer template only adds new neurons; it never deletes or
+changes an item, a rater or a rating, and refuses (one line, nothing written) when the template's items conflict.
+
 Writes run in ``BEGIN IMMEDIATE`` transactions on WAL-mode files with a busy timeout, so concurrent raters (one
 connection per request) serialise their short writes instead of failing. A submission (all scores of an item
 plus its best choice) is one transaction: an item is either fully recorded or not at all.
@@ -36,6 +45,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 SCHEMA_VERSION = 1
+TEMPLATE_APP_ID = 0x68657654  # "hevT": PRAGMA application_id of a study template (rating databases keep 0)
 MAX_NAME_LENGTH = 64
 SCORE_LABELS = {1: "Strongly Disagree", 2: "Disagree", 3: "Neither agree nor disagree", 4: "Agree",
                 5: "Strongly Agree"}
@@ -130,24 +140,43 @@ def utc_now() -> str:
 
 
 # --------------------------------------------------------------------------------------------------- connections
-def connect(db_path, *, timeout: float = 30.0) -> sqlite3.Connection:
-    """Open an existing study read-write (never creates a file). Autocommit mode: use :func:`transaction`."""
+def template_error(path) -> StudyError:
+    return StudyError(
+        f"{path} is a study template (a workflow output that any rerun replaces), not a rating database; create "
+        f"one outside results/ and rate that: python -m autointerp.human_eval init --template {path} "
+        "--db human_eval/<name>.sqlite")
+
+
+def connect(db_path, *, timeout: float = 30.0, template_ok: bool = False,
+            readonly: bool = False) -> sqlite3.Connection:
+    """Open an existing study (never creates a file). Autocommit mode: use :func:`transaction`.
+
+    A study template is refused (:func:`template_error`) unless ``template_ok``: nobody rates a rule output."""
     path = Path(db_path)
     if not path.is_file():
         raise StudyError(f"no study database at {path}")
-    conn = sqlite3.connect(f"file:{path.resolve()}?mode=rw", uri=True, timeout=timeout, isolation_level=None)
+    mode = "ro" if readonly else "rw"
+    conn = sqlite3.connect(f"file:{path.resolve()}?mode={mode}", uri=True, timeout=timeout, isolation_level=None)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
     try:
         row = conn.execute("SELECT schema_version FROM studies WHERE id = 1").fetchone()
+        template = conn.execute("PRAGMA application_id").fetchone()[0] == TEMPLATE_APP_ID
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise StudyError(f"{path} is not a study database: {exc}") from None
     if row is None or row[0] != SCHEMA_VERSION:
         conn.close()
         raise StudyError(f"{path}: unsupported study schema {row[0] if row else None!r}")
+    if template and not template_ok:
+        conn.close()
+        raise template_error(path)
     return conn
+
+
+def is_template(conn: sqlite3.Connection) -> bool:
+    return conn.execute("PRAGMA application_id").fetchone()[0] == TEMPLATE_APP_ID
 
 
 @contextlib.contextmanager
@@ -233,20 +262,70 @@ def _explanations(files: Sequence, sample: int) -> tuple[list[str], dict[tuple[i
     return formats, dict(texts)
 
 
+def _rated(path: Path) -> int:
+    """How many raters an existing study file holds (0 for a template or a file that is not a study)."""
+    try:
+        conn = connect(path, template_ok=True, readonly=True)
+    except StudyError:
+        return 0
+    try:
+        return conn.execute("SELECT COUNT(*) FROM raters").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def _build_db(out_db: Path, fill, *, template: bool, replace: bool) -> None:
+    """Create a study file under a temporary name, ``fill(conn)`` it in one transaction, then move it into place
+    (mode 0600: it holds raters' names and the hidden labels). ``replace=False`` never clobbers: the final step
+    is a hard link, which fails if another process created ``out_db`` meanwhile."""
+    out_db.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_db.name}.", suffix=".tmp", dir=out_db.parent)
+    os.close(fd)
+    try:
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.executescript(SCHEMA)
+            if template:
+                conn.execute(f"PRAGMA application_id = {TEMPLATE_APP_ID}")
+            with transaction(conn):
+                fill(conn)
+            # A template is read once by `init`; a rating database is written by concurrent raters.
+            conn.execute(f"PRAGMA journal_mode = {'DELETE' if template else 'WAL'}")
+        finally:
+            conn.close()
+        os.chmod(tmp, 0o600)
+        if replace:
+            os.replace(tmp, out_db)
+        else:
+            try:
+                os.link(tmp, out_db)
+            except FileExistsError:
+                raise StudyError(f"{out_db} appeared while it was being created; nothing was overwritten") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 def prepare_study(records_path, explanation_files: list, out_db, *, explainer: str, study_name: str, seed: int,
                   sample: int = 0, neurons: Iterable[tuple[int, int]] | None = None, max_items: int | None = None,
-                  overwrite: bool = False) -> dict:
+                  overwrite: bool = False, template: bool = False) -> dict:
     """Build a study database from a records Parquet and one explanation JSONL per format.
 
     Items are the neurons that have top excerpts (split ``train``) and a valid explanation (``sample``) in EVERY
     format; neurons missing a format are skipped (listed in the returned summary) so that each rater compares
     the same set of formats. ``neurons`` restricts the items; ``max_items`` keeps a ``seed``-drawn subset.
+    ``template=True`` marks the file as a study template (what the workflow writes): it cannot be rated, only
+    turned into a rating database by :func:`init_rating_db`.
     The file is built under a temporary name and renamed into place; an existing study is refused unless
-    ``overwrite``. Returns ``{"db", "items", "formats", "skipped"}``.
+    ``overwrite``, and a study that holds raters is never overwritten. Returns ``{"db", "items", "formats",
+    "skipped"}``.
     """
     out_db = Path(out_db)
-    if out_db.exists() and not overwrite:
-        raise StudyError(f"{out_db} exists; a study is never overwritten implicitly (pass overwrite=True)")
+    if out_db.exists():
+        if not overwrite:
+            raise StudyError(f"{out_db} exists; a study is never overwritten implicitly (pass overwrite=True)")
+        if n := _rated(out_db):
+            raise StudyError(f"{out_db} holds the ratings of {n} rater(s); a rated study is never overwritten")
     if not explanation_files:
         raise StudyError("no explanation files")
     excerpts = _train_excerpts(records_path)
@@ -264,38 +343,128 @@ def prepare_study(records_path, explanation_files: list, out_db, *, explainer: s
     if max_items is not None and len(complete) > max_items:
         complete = sorted(random.Random(seed).sample(complete, max_items))
 
-    out_db.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_db.name}.", suffix=".tmp", dir=out_db.parent)
-    os.close(fd)
-    try:
-        conn = sqlite3.connect(tmp, isolation_level=None)
-        try:
-            conn.executescript(SCHEMA)
-            with transaction(conn):
-                conn.execute(
-                    "INSERT INTO studies (id, name, explainer, seed, sample, formats, records_path, "
-                    "explanation_files, created_at, schema_version) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (study_name, explainer, int(seed), int(sample), json.dumps(formats), str(records_path),
-                     json.dumps([str(p) for p in explanation_files]), utc_now(), SCHEMA_VERSION))
-                for key in complete:
-                    entry = excerpts[key]
-                    item_id = conn.execute(
-                        "INSERT INTO items (layer, neuron, max_activation, excerpts) VALUES (?, ?, ?, ?)",
-                        (key[0], key[1], entry["max_activation"], json.dumps(entry["excerpts"]))).lastrowid
-                    for fmt in formats:
-                        conn.execute("INSERT INTO explanations (item_id, format, sample, text) VALUES (?, ?, ?, ?)",
-                                     (item_id, fmt, int(sample), texts[key][fmt]))
-            conn.execute("PRAGMA journal_mode = WAL")
-        finally:
-            conn.close()
-        os.chmod(tmp, 0o600)  # the study holds raters' names and the hidden labels
-        os.replace(tmp, out_db)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    def fill(conn):
+        conn.execute(
+            "INSERT INTO studies (id, name, explainer, seed, sample, formats, records_path, "
+            "explanation_files, created_at, schema_version) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (study_name, explainer, int(seed), int(sample), json.dumps(formats), str(records_path),
+             json.dumps([str(p) for p in explanation_files]), utc_now(), SCHEMA_VERSION))
+        for key in complete:
+            entry = excerpts[key]
+            item_id = conn.execute(
+                "INSERT INTO items (layer, neuron, max_activation, excerpts) VALUES (?, ?, ?, ?)",
+                (key[0], key[1], entry["max_activation"], json.dumps(entry["excerpts"]))).lastrowid
+            for fmt in formats:
+                conn.execute("INSERT INTO explanations (item_id, format, sample, text) VALUES (?, ?, ?, ?)",
+                             (item_id, fmt, int(sample), texts[key][fmt]))
+
+    _build_db(out_db, fill, template=template, replace=True)
     return {"db": str(out_db), "items": len(complete), "formats": formats,
             "skipped": [{"layer": k[0], "neuron": k[1], "missing_formats": m} for k, m in skipped]}
+
+
+# --------------------------------------------------------------------------------------------------- rating databases
+def _study_items(conn: sqlite3.Connection) -> dict[tuple[int, int], dict]:
+    """(layer, neuron) -> {"id", "max_activation", "excerpts" (parsed), "texts": {format: text}}."""
+    out = {}
+    for r in conn.execute("SELECT id, layer, neuron, max_activation, excerpts FROM items ORDER BY id"):
+        out[(r["layer"], r["neuron"])] = {"id": r["id"], "max_activation": r["max_activation"],
+                                          "excerpts": json.loads(r["excerpts"]), "texts": {}}
+    by_id = {v["id"]: v for v in out.values()}
+    for r in conn.execute("SELECT item_id, format, text FROM explanations ORDER BY id"):
+        by_id[r["item_id"]]["texts"][r["format"]] = r["text"]
+    return out
+
+
+def _item_difference(new: dict, old: dict) -> str | None:
+    if new["texts"] != old["texts"]:
+        changed = sorted(f for f in set(new["texts"]) | set(old["texts"])
+                         if new["texts"].get(f) != old["texts"].get(f))
+        return f"explanation(s) {', '.join(changed)} differ"
+    if new["excerpts"] != old["excerpts"] or not math.isclose(new["max_activation"], old["max_activation"],
+                                                             rel_tol=1e-9, abs_tol=1e-12):
+        return "top excerpts differ"
+    return None
+
+
+def _insert_item(conn: sqlite3.Connection, key: tuple[int, int], item: dict, formats: list[str],
+                 sample: int) -> tuple[int, list[int]]:
+    item_id = conn.execute("INSERT INTO items (layer, neuron, max_activation, excerpts) VALUES (?, ?, ?, ?)",
+                           (key[0], key[1], item["max_activation"], json.dumps(item["excerpts"]))).lastrowid
+    expl = [conn.execute("INSERT INTO explanations (item_id, format, sample, text) VALUES (?, ?, ?, ?)",
+                         (item_id, fmt, sample, item["texts"][fmt])).lastrowid for fmt in formats]
+    return item_id, expl
+
+
+def init_rating_db(template, db, *, study_name: str | None = None) -> dict:
+    """Create the rating database ``db`` from a study template (or any study file), or add a newer template's
+    new neurons to an existing one.
+
+    A new ``db`` gets the template's study (``study_name`` renames it), items and explanations, and no raters.
+    An existing ``db`` is never replaced: neurons of the template that it lacks are added (and appended, in a
+    per-rater seeded order, to the assignments of raters who already started); neurons it has are left alone,
+    as are neurons the template no longer lists. If the template disagrees with ``db`` on the explainer, the
+    formats, the explanation sample, or any shared neuron's excerpts or explanation texts, StudyError (one line)
+    and nothing is written. Returns ``{"db", "created", "items", "added", "kept_not_in_template", "raters"}``.
+    """
+    template, db = Path(template), Path(db)
+    src = connect(template, template_ok=True, readonly=True)
+    try:
+        study = dict(src.execute("SELECT * FROM studies WHERE id = 1").fetchone())
+        items = _study_items(src)
+    finally:
+        src.close()
+    formats = json.loads(study["formats"])
+    sample = int(study["sample"])
+
+    if not db.exists():
+        def fill(conn):
+            conn.execute(
+                "INSERT INTO studies (id, name, explainer, seed, sample, formats, records_path, explanation_files, "
+                "created_at, schema_version) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (study_name or study["name"], study["explainer"], study["seed"], sample, study["formats"],
+                 study["records_path"], study["explanation_files"], utc_now(), SCHEMA_VERSION))
+            for key, item in items.items():
+                _insert_item(conn, key, item, formats, sample)
+
+        _build_db(db, fill, template=False, replace=False)
+        return {"db": str(db), "created": True, "items": len(items), "added": len(items),
+                "kept_not_in_template": 0, "raters": 0}
+
+    conn = connect(db)  # refuses a template given as --db
+    try:
+        with transaction(conn):
+            have = dict(conn.execute("SELECT * FROM studies WHERE id = 1").fetchone())
+            where = f"{template} conflicts with {db}"
+            for field in ("explainer", "sample"):
+                if have[field] != study[field]:
+                    raise StudyError(f"{where}: {field} {study[field]!r} ≠ {have[field]!r}; nothing was changed")
+            if json.loads(have["formats"]) != formats:
+                raise StudyError(f"{where}: formats {formats} ≠ {json.loads(have['formats'])}; nothing was changed")
+            existing = _study_items(conn)
+            conflicts = [(key, why) for key in sorted(set(items) & set(existing))
+                         if (why := _item_difference(items[key], existing[key]))]
+            if conflicts:
+                (layer, neuron), why = conflicts[0]
+                raise StudyError(f"{where}: {len(conflicts)} neuron(s) differ (first: layer {layer} neuron {neuron}, "
+                                 f"{why}); nothing was changed")
+            added: dict[int, list[int]] = {}
+            for key in sorted(set(items) - set(existing)):
+                item_id, expl = _insert_item(conn, key, items[key], formats, sample)
+                added[item_id] = expl
+            raters = conn.execute("SELECT id, seed FROM raters ORDER BY id").fetchall()
+            if added:
+                for rater in raters:
+                    last = conn.execute("SELECT COALESCE(MAX(position), 0) FROM assignments WHERE rater_id = ?",
+                                        (rater["id"],)).fetchone()[0]
+                    for position, (item_id, expl) in enumerate(assignment_plan(rater["seed"], added), start=last + 1):
+                        conn.execute("INSERT INTO assignments (rater_id, position, item_id, explanation_order) "
+                                     "VALUES (?, ?, ?, ?)", (rater["id"], position, item_id, json.dumps(expl)))
+            total = conn.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+    finally:
+        conn.close()
+    return {"db": str(db), "created": False, "items": total, "added": len(added),
+            "kept_not_in_template": len(set(existing) - set(items)), "raters": len(raters)}
 
 
 # --------------------------------------------------------------------------------------------------- raters

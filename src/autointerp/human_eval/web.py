@@ -1,4 +1,4 @@
-"""The rating web app: a WSGI application (standard library only) served by a threaded ``wsgiref`` server.
+"""The rating web app: a WSGI application (standard library only) served by ``waitress`` with timeouts and limits.
 
 Routes: ``GET /`` (name form), ``POST /start``, ``GET /rate`` (the rater's current neuron), ``POST /rate``,
 ``POST /stop``, ``GET /style.css``. Nothing else is served: no static files, never the study database.
@@ -13,14 +13,13 @@ from __future__ import annotations
 import hmac
 import html
 import math
-import socket
-import socketserver
 import sqlite3
 import sys
+import threading
+import time
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from urllib.parse import parse_qs
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from autointerp.human_eval import store
 from autointerp.human_eval.store import SCORE_LABELS, ValidationError
@@ -414,36 +413,107 @@ class HumanEvalApp:
 
 
 # ------------------------------------------------------------------------------------------------ server
-class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128  # socketserver's default backlog of 5 resets connections when raters submit at once
+# waitress reads requests asynchronously in one I/O thread and hands only COMPLETE requests to its worker
+# threads, so a client that connects and never finishes its request holds a socket, never a thread (wsgiref's
+# threaded server held one thread per connection forever: 1,500 stalled connections, 1,500 threads).
+SERVER_LIMITS = {
+    # Seconds a connection may stay idle (no bytes received or sent, no request running) before it is closed.
+    # A browser sends a whole request in milliseconds; an idle keep-alive connection is simply reopened.
+    "channel_timeout": 30,
+    # How often idle connections are looked for: a stalled one is closed 30-35 s after its last byte.
+    "cleanup_interval": 5,
+    # Open connections at most; beyond it waitress stops accepting (new ones wait in the listen backlog)
+    # instead of running out of file descriptors. A study has tens of raters, a browser opens <= 6 each.
+    "connection_limit": 200,
+    # Worker threads that run the app. A request is a few ms of SQLite work and writes serialise on the
+    # database's write lock anyway, so more threads would not serve raters faster.
+    "threads": 8,
+    # The largest real form (the scores of one neuron's explanations + CSRF token) is < 2 KiB; refuse bigger
+    # bodies with 413 before buffering them (waitress's default would spool up to 1 GiB to disk).
+    "max_request_body_size": MAX_BODY,
+    # The only header of any size is the session cookie (43 characters).
+    "max_request_header_size": 16 * 1024,
+    "asyncore_use_poll": True,  # poll(), not select(): no FD_SETSIZE ceiling
+}
 
 
-class _ThreadingWSGIServer6(_ThreadingWSGIServer):
-    address_family = socket.AF_INET6
+class _AccessLog:
+    """``host - [time] "METHOD path" status`` per request on stderr (waitress itself logs no requests)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        def logged(status, headers, exc_info=None):
+            print(f"{environ.get('REMOTE_ADDR', '-')} - [{time.strftime('%d/%b/%Y %H:%M:%S')}] "
+                  f"\"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}\" {status.split()[0]}",
+                  file=sys.stderr, flush=True)
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, logged)
 
 
-class _Handler(WSGIRequestHandler):
-    quiet = False
+class HTTPServer:
+    """A waitress server with the ``serve_forever`` / ``shutdown`` / ``server_close`` / ``server_port`` surface of
+    ``socketserver`` (so it can run in a thread and be stopped from another)."""
 
-    def log_message(self, format, *args):  # noqa: A002 - the base class's signature
-        if not self.quiet:
-            super().log_message(format, *args)
+    def __init__(self, app, host: str, port: int, **limits):
+        from waitress import wasyncore
+        from waitress.server import MultiSocketServer, create_server
+
+        from waitress.trigger import trigger
+
+        self._trigger_class = trigger
+        self._loop = wasyncore.loop
+        self._close_all = wasyncore.close_all
+        self.limits = {**SERVER_LIMITS, **limits}
+        self._server = create_server(app, host=host, port=port, ident="autointerp-human-eval", **self.limits)
+        if isinstance(self._server, MultiSocketServer):  # a name that resolves to several addresses
+            self._map, listen = self._server.map, self._server.effective_listen
+        else:
+            self._map, listen = self._server._map, [(self._server.effective_host, self._server.effective_port)]
+        self.server_address = (listen[0][0], int(listen[0][1]))
+        self.server_port = self.server_address[1]
+        self._stop = threading.Event()
+        self._running = threading.Event()
+        self._stopped = threading.Event()
+
+    def serve_forever(self) -> None:
+        self._running.set()
+        adj = self._server.adj
+        try:
+            while not self._stop.is_set():
+                self._loop(timeout=adj.asyncore_loop_timeout, map=self._map, use_poll=adj.asyncore_use_poll,
+                           count=1)
+        finally:
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop :meth:`serve_forever` (from another thread) and wait until it has returned."""
+        self._stop.set()
+        if self._running.is_set():
+            for dispatcher in list(self._map.values()):  # wake the poll now rather than after its timeout
+                if isinstance(dispatcher, self._trigger_class):
+                    dispatcher.pull_trigger()
+                    break
+            self._stopped.wait()
+
+    def server_close(self) -> None:
+        self._server.task_dispatcher.shutdown(timeout=5)
+        self._close_all(self._map)
 
 
 def make_http_server(db_path, host: str = "127.0.0.1", port: int = 8765, *, secure_cookies: bool = False,
-                     allowed_hosts=None, quiet: bool = False):
-    """A threaded HTTP server for the study (``port=0``: any free port; ``server.server_port`` tells which).
+                     allowed_hosts=None, quiet: bool = False, **limits) -> HTTPServer:
+    """A waitress HTTP server for the study (``port=0``: any free port; ``server.server_port`` tells which);
+    ``limits`` override :data:`SERVER_LIMITS` (waitress adjustments, e.g. a short ``channel_timeout`` in tests).
 
     Bound to a loopback address, only loopback Host headers are accepted (against DNS rebinding) unless
     ``allowed_hosts`` says otherwise."""
     if allowed_hosts is None and host in LOOPBACK_HOSTS:
         allowed_hosts = LOOPBACK_HOSTS
     app = HumanEvalApp(db_path, secure_cookies=secure_cookies, allowed_hosts=allowed_hosts)
-    handler = type("Handler", (_Handler,), {"quiet": quiet})
-    server_class = _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer
-    return make_server(host, port, app, server_class=server_class, handler_class=handler)
+    return HTTPServer(app if quiet else _AccessLog(app), host, port, **limits)
 
 
 def serve(db_path, host: str = "127.0.0.1", port: int = 8765, **kwargs) -> None:

@@ -88,15 +88,26 @@ class RoleConfig:
         return f"{self.provider}|{normalise_base_url(self.base_url or OPENAI_DEFAULT_BASE_URL)}"
 
     def resolve_api_key(self) -> str:
-        """Read the key from the named env var; loopback servers get a dummy key when none is set."""
+        """Read the key from the named env var; loopback servers get a dummy key when none is set.
+
+        The error names the variable and how to set it, never its value.
+        """
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        if key:
+        if key and key.strip():
             return key
         if self.is_loopback:
             return DUMMY_API_KEY
+        where = f"role {self.role!r} (model {self.model!r}, endpoint {self.base_url})"
+        if not self.api_key_env:
+            raise LLMConfigError(
+                f"{where} needs an API key but its api_key_env is null: set api_key_env to the name of the "
+                "environment variable that holds the key (e.g. api_key_env: OPENAI_API_KEY) and export that variable"
+            )
+        state = "is not set" if self.api_key_env not in os.environ else "is set but empty"
         raise LLMConfigError(
-            f"role {self.role!r} (model {self.model!r}, endpoint {self.base_url}): "
-            f"API key env var {self.api_key_env or '<api_key_env not set>'} is unset or empty"
+            f"{where}: API key environment variable {self.api_key_env} {state}; export it before running "
+            f"(export {self.api_key_env}=<your key>, e.g. in your shell or a sourced .env file), or change "
+            "api_key_env in this model's config to a variable that holds the key"
         )
 
 

@@ -16,13 +16,10 @@ from pathlib import Path
 from typing import Iterator
 
 from autointerp.llm import LLMClient, RoleConfig
+from autointerp.llm.settings import Endpoint
 from autointerp.common.snakemake_io import usable_threads
 
 log = logging.getLogger("autointerp.llm.roles")
-
-# Keys the workflow config adds to a role that are sampling/stage settings, not client settings.
-STAGE_KEYS = {"temperature", "top_p", "max_tokens", "samples", "seed", "mode", "top_logprobs"}
-
 
 def engine_folder(prepared_dir) -> Path:
     """The Hugging Face folder of the embedded model inside a prepared model folder."""
@@ -33,11 +30,13 @@ def engine_folder(prepared_dir) -> Path:
 
 
 @contextlib.contextmanager
-def open_client(role: str, role_config: dict, *, cache_dir: str | None, engine_dir=None,
+def open_client(role: str, endpoint: Endpoint, *, cache_dir: str | None, engine_dir=None,
                 threads: int | None = None) -> Iterator[LLMClient]:
-    cfg = {k: v for k, v in role_config.items() if k not in STAGE_KEYS}
+    """A client for one role entry (typed: autointerp.llm.settings); sampling settings stay with the stage."""
+    cfg = endpoint.client_config()
     cfg["cache_dir"] = cache_dir
     if cfg.get("provider") == "local" and _is_local_embedder(cfg.get("model")):
+        cfg["model_dir"] = getattr(endpoint, "model_dir", None)
         with _local_embedder_client(role, cfg) as client:
             yield client
     elif cfg.get("provider") == "local":

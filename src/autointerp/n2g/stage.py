@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from autointerp.common.settings import Settings
+from autointerp.common.snakemake_io import RuleIO
 from autointerp.common.io import atomic_write_parquet, write_csv
 from autointerp.extract.records import load_records
 from autointerp.simulate.stage import SCORE_SCHEMA
@@ -30,6 +32,27 @@ def _score_row(nid, method, sample_text, scores) -> dict:
            "n_no_digit": 0, "n_merged": 0}
     row.update({k: v for k, v in scores.items() if k in keys})
     return {k: row.get(k) for k in keys}
+
+
+class N2GSettings(Settings):
+    hook: str  # the subject's hook template (the neuron N2G imitates)
+    augmentation: bool
+    device: str
+
+    @classmethod
+    def from_config(cls, config, wildcards) -> "N2GSettings":
+        return cls(hook=config["subject"]["hook"], augmentation=config["n2g"]["augmentation"],
+                   device=config["subject"]["device"])
+
+
+def run_n2g(settings: N2GSettings, io: RuleIO) -> dict:
+    """Rule n2g: fit and score N2G and the token-lookup baseline for every neuron of one neuron set."""
+    from autointerp.extract.subject_models import resolve_device
+
+    o = io.output
+    return run_n2g_job(io.input["records"], io.input["model"], {"N2G": o["n2g"], "TokenLookup": o["lookup"]},
+                       o["metrics"], o["graphs"], hook=settings.hook, augmentation=settings.augmentation,
+                       device=resolve_device(settings.device), threads=io.threads)
 
 
 def run_n2g_job(records_path, model_dir, out_scores: dict, metrics_path, graphs_dir, *, hook: str,

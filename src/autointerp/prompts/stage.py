@@ -7,12 +7,16 @@ so adding a variant to the config schedules only that variant's jobs (plus the t
 
 from __future__ import annotations
 
+from typing import Any
+
 import copy
 import json
 
 import numpy as np
 
 from autointerp.prompts.formats import FORMATS, PromptFormat, SeedMutationState, get_format, render, variant_from_config
+from autointerp.common.settings import Settings
+from autointerp.common.snakemake_io import RuleIO
 from autointerp.common.io import atomic_write_text, read_jsonl, write_csv
 from autointerp.extract.records import load_records
 from autointerp.simulate.scoring import mean_sem
@@ -36,6 +40,33 @@ def resolve_format(name: str, spec: dict | None) -> PromptFormat:
         return variant_from_config({"base": base, "name": name, **spec})
     except ValueError as exc:
         raise FormatConfigError(f"prompt_formats.{name}: {exc}") from exc
+
+
+class PromptSettings(Settings):
+    """How one format's prompts are rendered for one explainer (its tokenizer and context window)."""
+
+    format: str
+    spec: dict[str, Any] | None  # the format's config entry: {} / null, or a variant {base: ..., overrides}
+    encoding: str
+    context_length: int
+    max_completion_tokens: int
+    mutate_like_seed: bool
+
+    @classmethod
+    def from_config(cls, config, wildcards) -> "PromptSettings":
+        explainer = config["explainers"][wildcards["explainer"]]
+        prompts = config["prompts"]
+        return cls(format=wildcards["format"], spec=config["prompt_formats"][wildcards["format"]],
+                   encoding=explainer["encoding"], context_length=explainer["context_length"],
+                   max_completion_tokens=prompts["max_completion_tokens"], mutate_like_seed=prompts["mutate_like_seed"])
+
+
+def run_render_prompts(settings: PromptSettings, io: RuleIO) -> dict:
+    n = render_neuron_prompts(io.input["records"], settings.format, settings.spec, io.outputs[0],
+                              encoding=settings.encoding, context_length=settings.context_length,
+                              max_completion_tokens=settings.max_completion_tokens,
+                              mutate_like_seed=settings.mutate_like_seed)
+    return {"prompts": n, "format": settings.format}
 
 
 def render_neuron_prompts(records_path, format_name: str, format_spec: dict | None, out_path, *,

@@ -13,10 +13,26 @@ from pathlib import Path
 import numpy as np
 
 from autointerp.common.io import atomic_write_text
-from autointerp.prompts.stage import resolve_format
+from autointerp.common.snakemake_io import RuleIO
+from autointerp.prompts.stage import PromptSettings, resolve_format
 from autointerp.similarity.puzzles import fetch_official_puzzles, generate_puzzles, load_puzzles, puzzles_to_json
 
 PUZZLE_CUTOFF = 1.0
+GENERATOR_EXCERPTS = 2000  # corpus excerpts the generator draws its sentences from
+
+
+def run_puzzle_set(settings, io: RuleIO) -> dict:
+    """Rule puzzle_set; ``settings``: SimilaritySettings with its ``puzzle_set`` part."""
+    n = build_puzzle_set(dict(settings.puzzle_set), io.outputs[0], corpus_path=io.input.get("corpus"),
+                         model_dir=io.input.get("model"))
+    return {"puzzles": n}
+
+
+def run_render_puzzle_prompts(settings: PromptSettings, io: RuleIO) -> dict:
+    n = render_puzzle_prompts(io.inputs[0], settings.format, settings.spec, io.outputs[0],
+                              encoding=settings.encoding, context_length=settings.context_length,
+                              max_completion_tokens=settings.max_completion_tokens)
+    return {"puzzle_prompts": n, "format": settings.format}
 
 
 def build_puzzle_set(spec: dict, out_path, *, corpus_path=None, model_dir=None) -> int:
@@ -29,8 +45,7 @@ def build_puzzle_set(spec: dict, out_path, *, corpus_path=None, model_dir=None) 
 
         decode = TokenDecoder(load_tokenizer(model_dir))
         token_ids = read_token_ids(corpus_path)
-        limit = int(spec.get("max_corpus_excerpts", 2000))
-        excerpts = [decode(row) for row in token_ids[:limit]]
+        excerpts = [decode(row) for row in token_ids[:GENERATOR_EXCERPTS]]
         puzzles = generate_puzzles(excerpts, rules=spec.get("rules"), seed=int(spec.get("seed", 0)),
                                    sentences_per_puzzle=int(spec.get("sentences_per_puzzle", 10)),
                                    max_tokens=spec.get("max_tokens", 32))

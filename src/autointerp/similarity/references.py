@@ -1,6 +1,6 @@
 """Reference ("baseline") explanations per neuron, for explanation similarity (AdaCS) and side-by-side tables.
 
-Three sources, each giving ``{(layer, neuron): Baseline}`` (or plain strings for the third):
+Four sources, each giving ``{(layer, neuron): Baseline}`` (or plain strings for the third):
 
 * **CSV** (``load_csv_baselines``): the SEED input style ``layer,neuron,score,explanation`` (``score`` optional;
   header names case-insensitive, so ``Layer,Neuron`` works; a leading unnamed index column is ignored; another
@@ -12,6 +12,10 @@ Three sources, each giving ``{(layer, neuron): Baseline}`` (or plain strings for
   ``save_neuron_info.ipynb`` reads them). The raw file is cached per neuron under ``cache_dir/{layer}/{neuron}.jsonl``;
   offline (``HF_HUB_OFFLINE=1``) or on a network failure, an uncached neuron raises ``NeuronViewerUnavailable``
   telling the user to supply a CSV instead. Only meaningful for GPT-2 XL.
+* **Top tokens** (``top_token_references``, the offline default): the tokens on which the neuron peaks in its
+  top-activating records, most frequent first (``the tokens "of", "in" and "on"``). It is read off the data, so
+  it is no prompt format's output and favours none by construction (a reference explainer prompted with the
+  Original format rewards explanations that sound like Original's), and it costs no call.
 * **Reference explainer** (``load_reference_explainer``): another explainer's explanations from the same run
   (explanations JSONL lines ``{layer, neuron, format, sample, explanation, valid}``), one designated format and
   sample (default ``Original``, sample 0).
@@ -224,3 +228,36 @@ def load_reference_explainer(paths, *, format: str = "Original", sample: int = 0
 def as_texts(baselines: dict[Key, Baseline]) -> dict[Key, str]:
     """``{(layer, neuron): explanation}`` from ``{(layer, neuron): Baseline}``."""
     return {k: b.explanation for k, b in baselines.items()}
+
+
+def top_token_references(records: dict, n_tokens: int) -> dict[Key, str]:
+    """{(layer, neuron): 'the tokens "a", "b" and "c"'}: the tokens at which each top-activating record
+    (train, and valid records drawn from the top) peaks, the ``n_tokens`` most frequent; ties go to the token
+    with the higher activation, then alphabetical order, so the text is the same on every run."""
+    from collections import Counter
+
+    out: dict[Key, str] = {}
+    for nid, entry in records.items():
+        top = list(entry["train"]) + [r for r, s in zip(entry["valid"], entry["valid_sources"]) if s == "top"]
+        counts: Counter = Counter()
+        peak: dict[str, float] = {}
+        for rec in top:
+            i = max(range(len(rec.activations)), key=lambda j: rec.activations[j])
+            token = rec.tokens[i].strip() or rec.tokens[i]
+            counts[token] += 1
+            peak[token] = max(peak.get(token, -math.inf), float(rec.activations[i]))
+        chosen = sorted(counts, key=lambda tok: (-counts[tok], -peak[tok], tok))[:n_tokens]
+        quoted = [json.dumps(tok, ensure_ascii=False) for tok in chosen]
+        text = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+        out[(nid.layer, nid.neuron)] = f"the tokens {text}" if len(quoted) > 1 else f"the token {text}"
+    return out
+
+
+def degenerate_share(references: dict[Key, str]) -> float:
+    """The share of neurons whose reference is the most common one (1/n when all differ; 1.0 when all are
+    the same): a reference set where most neurons share one text cannot tell formats apart."""
+    from collections import Counter
+
+    if not references:
+        return math.nan
+    return Counter(references.values()).most_common(1)[0][1] / len(references)

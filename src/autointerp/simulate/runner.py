@@ -21,7 +21,7 @@ def chat_max_tokens(n_tokens: int) -> int:
 
 async def simulate_sequence(client: LLMClient, explanation: str, tokens: Sequence[str], *,
                             mode: str = "prompt_logprobs", few_shot: str | Sequence[FewShotExample] = "original",
-                            top_logprobs: int = ECHO_TOP_LOGPROBS) -> SequenceSimulation:
+                            top_logprobs: int = ECHO_TOP_LOGPROBS, seed: int | None = None) -> SequenceSimulation:
     """Simulate one sequence. ``prompt_logprobs``: the reference's echo call on the all-at-once prompt.
     ``chat_logprobs``: the chat transport at temperature 0 (``top_logprobs`` <= 20 for OpenAI)."""
     tokens = [str(t) for t in tokens]
@@ -37,7 +37,7 @@ async def simulate_sequence(client: LLMClient, explanation: str, tokens: Sequenc
     else:
         messages = build_chat_simulation_messages(explanation, tokens, few_shot=few_shot)
         res = await client.chat(messages, temperature=0.0, top_p=1.0, max_tokens=chat_max_tokens(len(tokens)),
-                                logprobs=True, top_logprobs=top_logprobs)
+                                seed=seed, logprobs=True, top_logprobs=top_logprobs)
         if res.logprobs is None:
             raise ValueError(f"{client!r} returned no logprobs; the chat_logprobs transport needs them")
         parsed = parse_chat_simulation(tokens, res.text, res.logprobs)
@@ -47,14 +47,15 @@ async def simulate_sequence(client: LLMClient, explanation: str, tokens: Sequenc
 
 async def simulate_sequences(client: LLMClient, explanation: str, sequences: Sequence[Sequence[str]], *,
                              mode: str = "prompt_logprobs", few_shot: str | Sequence[FewShotExample] = "original",
-                             top_logprobs: int = ECHO_TOP_LOGPROBS, concurrency: int = 64) -> list[SequenceSimulation]:
+                             top_logprobs: int = ECHO_TOP_LOGPROBS, seed: int | None = None,
+                             concurrency: int = 64) -> list[SequenceSimulation]:
     """Simulate every sequence concurrently (the client's own limits still apply); results in input order.
     A request that failed for good raises here (after the others finished): no sequence is silently dropped."""
     if mode not in MODES:
         raise ValueError(f"unknown simulation mode {mode!r}; known: {', '.join(MODES)}")
     results = await run_many(
         [lambda s=s: simulate_sequence(client, explanation, s, mode=mode, few_shot=few_shot,
-                                       top_logprobs=top_logprobs) for s in sequences],
+                                       top_logprobs=top_logprobs, seed=seed) for s in sequences],
         concurrency=concurrency)
     for r in results:
         if isinstance(r, BaseException):

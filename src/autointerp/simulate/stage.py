@@ -17,8 +17,10 @@ import math
 import numpy as np
 import pyarrow as pa
 
-from autointerp.common.io import atomic_write_parquet, atomic_write_text
-from autointerp.common.io import read_jsonl
+from autointerp.common.io import atomic_write_parquet, atomic_write_text, read_jsonl
+from autointerp.common.settings import Settings
+from autointerp.common.snakemake_io import RuleIO
+from autointerp.llm.settings import SimulatorRole
 from autointerp.extract.records import load_records
 from autointerp.simulate.scoring import score_sequence_simulations
 from autointerp.simulate import simulate_sequences
@@ -26,29 +28,45 @@ from autointerp.simulate import simulate_sequences
 log = logging.getLogger("autointerp.simulate")
 
 
-async def _simulate_all(client, explanations: list[dict], records: dict, *, mode: str, top_logprobs: int):
+class SimulateSettings(Settings):
+    """One simulator's settings for one job."""
+
+    simulator: str
+    role: SimulatorRole
+    cache_dir: str
+
+    @classmethod
+    def from_config(cls, config, wildcards) -> "SimulateSettings":
+        name = wildcards["simulator"]
+        return cls(simulator=name, role=SimulatorRole.model_validate(config["simulators"][name]),
+                   cache_dir=config["llm"]["cache_dir"])
+
+
+async def _simulate_all(client, explanations: list[dict], records: dict, role: SimulatorRole):
     from autointerp.common.records import NeuronId
 
     async def one(line):
         entry = records[NeuronId(line["layer"], line["neuron"])]
-        sims = await simulate_sequences(client, line["explanation"], [r.tokens for r in entry["valid"]], mode=mode,
-                                        top_logprobs=top_logprobs)
+        sims = await simulate_sequences(client, line["explanation"], [r.tokens for r in entry["valid"]],
+                                        mode=role.mode, top_logprobs=role.top_logprobs, seed=role.seed)
         return line, entry, sims
 
     # Neurons one after another keeps the engine's prefix cache warm; sequences within a neuron run concurrently.
     return [await one(line) for line in explanations]
 
 
-def run_simulate_job(explanations_path, records_path, scores_path, predictions_path, usage_path, *, role: dict,
-                     cache_dir: str, engine_dir=None, threads: int | None = None) -> dict:
+def run_simulate_job(settings: SimulateSettings, io: RuleIO) -> dict:
+    """Simulate and score every valid explanation of ``io.input["explanations"]`` on its neuron's valid records."""
     from autointerp.llm.roles import open_client
 
-    explanations = [line for line in read_jsonl(explanations_path) if line.get("valid", True)]
-    records = load_records(records_path)
-    mode = role.get("mode", "prompt_logprobs")
-    top_logprobs = int(role.get("top_logprobs", 15))
-    with open_client("simulator", role, cache_dir=cache_dir, engine_dir=engine_dir, threads=threads) as client:
-        results = asyncio.run(_simulate_all(client, explanations, records, mode=mode, top_logprobs=top_logprobs))
+    scores_path, predictions_path, usage_path = io.output["scores"], io.output["predictions"], io.output["usage"]
+    explanations = [line for line in read_jsonl(io.input["explanations"]) if line.get("valid", True)]
+    records = load_records(io.input["records"])
+    mode = settings.role.mode
+    engine = io.input.get("engine") or None
+    with open_client(settings.simulator, settings.role, cache_dir=settings.cache_dir,
+                     engine_dir=engine[0] if engine else None, threads=io.threads) as client:
+        results = asyncio.run(_simulate_all(client, explanations, records, settings.role))
         calls = [dataclasses.asdict(r) for r in client.ledger.records]
         totals = {k: v for k, v in client.ledger.totals().items() if k != "by_role"}
     score_rows, token_rows = [], {k: [] for k in (

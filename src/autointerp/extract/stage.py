@@ -1,0 +1,105 @@
+"""The extract stage's settings and its rule jobs: prepare_model, build_corpus, extract_activations,
+neuron_set, records. Each rule receives only the parts of ``ExtractSettings`` it reads, so editing, say,
+``records`` never reruns the extraction."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from autointerp.common.settings import Settings
+from autointerp.common.snakemake_io import RuleIO
+
+
+class SubjectPart(Settings):
+    model: str
+    hook: str
+    layers: Literal["all"] | list[int]
+    device: str
+    dtype: Literal["float32", "float16", "bfloat16"]
+    batch_size: int
+
+
+class ActivationPart(Settings):
+    top_k: int
+    random_n: int
+    quantiles: list[float]
+    seed: int
+
+
+class RecordPart(Settings):
+    n_examples_per_split: int
+    cutoff_quantile: float
+
+
+class ExtractSettings(Settings):
+    model: str | None = None  # what prepare_model prepares: the subject, or the embedded engine's model
+    subject: SubjectPart | None = None
+    corpus: dict[str, Any] | None = None  # the corpus section (its sources differ in shape; the schema checks it)
+    extraction: ActivationPart | None = None
+    records: RecordPart | None = None
+    neuron_set: dict[str, Any] | None = None  # neuron_sets.<name>
+
+    @classmethod
+    def from_config(cls, config, wildcards) -> "ExtractSettings":
+        from autointerp.extract.subject_models import EMBEDDED_SMOLLM2
+
+        subject = config["subject"]
+        model_id = wildcards.get("model_id", subject["id"])
+        name = wildcards.get("neuron_set")
+        return cls(model=subject["model"] if model_id == subject["id"] else EMBEDDED_SMOLLM2,
+                   subject=subject_part(subject), corpus=config["corpus"],
+                   extraction=config["extraction"], records=config["records"],
+                   neuron_set=config["neuron_sets"][name] if name else None)
+
+
+def subject_part(subject: dict) -> SubjectPart:
+    return SubjectPart.model_validate({k: v for k, v in subject.items() if k != "id"})
+
+
+def run_prepare_model(settings: ExtractSettings, io: RuleIO) -> dict:
+    from autointerp.extract.subject_models import prepare_model
+
+    return {"model": settings.model, **prepare_model(settings.model, io.outputs[0])}
+
+
+def run_build_corpus(settings: ExtractSettings, io: RuleIO) -> dict:
+    from autointerp.extract.corpus import write_corpus
+    from autointerp.extract.subject_models import load_tokenizer
+
+    table = write_corpus(dict(settings.corpus), load_tokenizer(io.input["model"]), io.outputs[0])
+    return {"excerpts": table.num_rows,
+            "windows_available": table.schema.metadata[b"autointerp.n_windows_available"].decode()}
+
+
+def run_extract_activations(settings: ExtractSettings, io: RuleIO) -> dict:
+    from autointerp.extract.activations import run_extraction_job
+
+    s, e = settings.subject, settings.extraction
+    return run_extraction_job(model_dir=io.input["model"], corpus_path=io.input["corpus"], out_dir=io.outputs[0],
+                              layers=s.layers, hook=s.hook, device=s.device, dtype=s.dtype,
+                              batch_size=s.batch_size, extraction=e.model_dump(), threads=io.threads)
+
+
+def run_neuron_set(settings: ExtractSettings, io: RuleIO) -> dict:
+    from autointerp.extract.activations import layer_shards
+    from autointerp.extract.neuron_sets import select_neurons, write_neuron_set
+
+    rows = select_neurons(dict(settings.neuron_set), layer_shards(io.input["activations"]))
+    write_neuron_set(rows, io.outputs[0])
+    return {"neurons": len(rows)}
+
+
+def run_records(settings: ExtractSettings, io: RuleIO) -> dict:
+    from autointerp.common.io import atomic_write_parquet
+    from autointerp.extract.activations import layer_shards
+    from autointerp.extract.corpus import read_token_ids
+    from autointerp.extract.neuron_sets import read_neuron_set
+    from autointerp.extract.records import build_records
+    from autointerp.extract.subject_models import load_tokenizer
+
+    table = build_records(read_neuron_set(io.input["neurons"]), layer_shards(io.input["activations"]),
+                          read_token_ids(io.input["corpus"]), load_tokenizer(io.input["model"]),
+                          n_per_split=settings.records.n_examples_per_split,
+                          cutoff_quantile=settings.records.cutoff_quantile)
+    atomic_write_parquet(table, io.outputs[0])
+    return {"records": table.num_rows}
