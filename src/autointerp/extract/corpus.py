@@ -7,6 +7,9 @@ Sources (``corpus.source`` in config):
 - ``jsonl``: local JSON-lines files with a text field.
 - ``huggingface``: a Hugging Face dataset by name (needs network or a populated HF cache).
 
+Local files are read strictly as UTF-8: a file that is not (e.g. Latin-1) is refused with its byte offset and the
+fix (convert it, or list it under ``corpus.exclude``), never decoded with replacement characters.
+
 Excerpts are consecutive non-overlapping windows over the concatenated token stream (documents end with a
 blank line), deduplicated, then drawn in a seeded random order. No BOS token is prepended: records show
 exactly the excerpt's own tokens, as in the reference's 64-token GPT-2 excerpts.
