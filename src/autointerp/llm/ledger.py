@@ -78,11 +78,8 @@ class Ledger:
 
     def write_jsonl(self, path: str | os.PathLike[str]) -> Path:
         """Atomic write (temp file + rename) so a killed job never leaves half a ledger."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for r in self.records:
-                f.write(json.dumps(dataclasses.asdict(r), sort_keys=True) + "\n")
-        os.replace(tmp, path)
-        return path
+        from autointerp.common.io import atomic_write_text
+
+        atomic_write_text(path, "".join(json.dumps(dataclasses.asdict(r), sort_keys=True) + "\n"
+                                        for r in self.records))
+        return Path(path)

@@ -10,13 +10,12 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from pathlib import Path
 
 import pyarrow as pa
 
 from autointerp.common.settings import Settings
 from autointerp.common.snakemake_io import RuleIO
-from autointerp.common.io import atomic_write_parquet, write_csv
+from autointerp.common.io import atomic_dir, atomic_write_parquet, write_csv
 from autointerp.extract.records import load_records
 from autointerp.simulate.stage import SCORE_SCHEMA
 from autointerp.common.snakemake_io import usable_threads
@@ -70,35 +69,29 @@ def run_n2g_job(records_path, model_dir, out_scores: dict, metrics_path, graphs_
     config = N2GConfig(augmentation="model" if augmentation else "off")
     rows = {m: [] for m in METHODS}
     metrics = []
-    graphs = Path(graphs_dir)
-    tmp = graphs.with_name(f".{graphs.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    started = time.perf_counter()
-    have_dot = shutil.which("dot") is not None
-    for nid in sorted(entries):
-        entry = entries[nid]
-        probe = NeuronProbe(model, nid.layer, nid.neuron, hook=hook)
-        fitted, scores = fit_and_evaluate(probe, entry, token_ids, config=config)
-        text = fitted.describe()
-        rows["N2G"].append(_score_row(nid, "N2G", text, scores))
-        lookup = TokenLookup.fit(entry["train"], float(entry["max_activation"]))
-        lscores = evaluate_predictions(lookup.predict_records(entry["valid"]), entry["valid"],
-                                       float(entry["max_activation"]), entry["valid_sources"])
-        rows["TokenLookup"].append(_score_row(nid, "TokenLookup", "", lscores))
-        for method, sc in (("N2G", scores), ("TokenLookup", lscores)):
-            metrics.append({"layer": nid.layer, "neuron": nid.neuron, "method": method,
-                            **{k: sc.get(k) for k in ("score", "firing_precision", "firing_recall", "firing_f1")}})
-        stem = f"layer{nid.layer:03d}_neuron{nid.neuron:05d}"
-        (tmp / f"{stem}.dot").write_text(fitted.to_dot())
-        (tmp / f"{stem}.txt").write_text(text + "\n")
-        (tmp / f"{stem}.json").write_text(fitted.to_json())
-        if have_dot:
-            fitted.render_svg(tmp / f"{stem}.svg")
+    with atomic_dir(graphs_dir) as tmp:
+        started = time.perf_counter()
+        have_dot = shutil.which("dot") is not None
+        for nid in sorted(entries):
+            entry = entries[nid]
+            probe = NeuronProbe(model, nid.layer, nid.neuron, hook=hook)
+            fitted, scores = fit_and_evaluate(probe, entry, token_ids, config=config)
+            text = fitted.describe()
+            rows["N2G"].append(_score_row(nid, "N2G", text, scores))
+            lookup = TokenLookup.fit(entry["train"], float(entry["max_activation"]))
+            lscores = evaluate_predictions(lookup.predict_records(entry["valid"]), entry["valid"],
+                                           float(entry["max_activation"]), entry["valid_sources"])
+            rows["TokenLookup"].append(_score_row(nid, "TokenLookup", "", lscores))
+            for method, sc in (("N2G", scores), ("TokenLookup", lscores)):
+                metrics.append({"layer": nid.layer, "neuron": nid.neuron, "method": method,
+                                **{k: sc.get(k) for k in ("score", "firing_precision", "firing_recall", "firing_f1")}})
+            stem = f"layer{nid.layer:03d}_neuron{nid.neuron:05d}"
+            (tmp / f"{stem}.dot").write_text(fitted.to_dot())
+            (tmp / f"{stem}.txt").write_text(text + "\n")
+            (tmp / f"{stem}.json").write_text(fitted.to_json())
+            if have_dot:
+                fitted.render_svg(tmp / f"{stem}.svg")
     seconds = time.perf_counter() - started
-    if graphs.exists():
-        shutil.rmtree(graphs)
-    tmp.rename(graphs)
     for method, path in out_scores.items():
         atomic_write_parquet(pa.Table.from_pylist(rows[method], schema=SCORE_SCHEMA), path)
     write_csv(metrics, metrics_path, ["layer", "neuron", "method", "score", "firing_precision", "firing_recall",
