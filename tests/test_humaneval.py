@@ -9,8 +9,10 @@ import io
 import json
 import math
 import re
+import socket
 import sqlite3
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -21,8 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from autointerp.human_eval import (StudyError, ValidationError, export_ratings, get_or_create_rater, prepare_study,
-                                  record_item, table5)
+from autointerp.human_eval import (StudyError, ValidationError, export_ratings, get_or_create_rater, init_rating_db,
+                                  prepare_study, record_item, table5)
 from autointerp.human_eval import store
 from autointerp.human_eval.web import HumanEvalApp, make_http_server
 
@@ -478,6 +480,65 @@ def test_concurrent_raters(study):
             len(names) * len(FORMATS))
 
 
+def _serve(study, **kwargs):
+    server = make_http_server(study, port=0, quiet=True, **kwargs)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def _stop(server, thread):
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_server_defaults_loopback_and_limits(study):
+    server, thread = _serve(study)
+    try:
+        assert server.server_address[0] == "127.0.0.1"  # make_http_server's default host
+        assert server.limits["channel_timeout"] == 30 and server.limits["connection_limit"] == 200
+        assert server.limits["threads"] == 8 and server.limits["max_request_body_size"] == 64 * 1024
+        req = urllib.request.Request(f"http://127.0.0.1:{server.server_port}/rate", data=b"x" * (70 * 1024),
+                                     method="POST", headers={"Content-Type": "application/x-www-form-urlencoded"})
+        with pytest.raises(urllib.error.HTTPError) as err:  # refused by waitress before the body is buffered
+            urllib.request.urlopen(req, timeout=10)
+        assert err.value.code == 413
+    finally:
+        _stop(server, thread)
+
+
+def test_stalled_connections_are_closed_and_do_not_block_others(study):
+    """Slowloris: more stalled connections (a partial request, never finished) than worker threads. Other
+    clients are answered meanwhile, and the server closes every stalled connection after channel_timeout."""
+    server, thread = _serve(study, channel_timeout=1, cleanup_interval=1, threads=2)
+    base = f"http://127.0.0.1:{server.server_port}"
+    stalled = []
+    try:
+        for _ in range(12):
+            sock = socket.create_connection(("127.0.0.1", server.server_port), timeout=10)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # no end of headers, ever
+            stalled.append(sock)
+        started = time.monotonic()
+        for _ in range(3):
+            with urllib.request.urlopen(base + "/", timeout=5) as resp:
+                assert resp.status == 200 and b"Your name" in resp.read()
+        assert time.monotonic() - started < 5  # not queued behind the stalled ones
+        for sock in stalled:
+            try:
+                assert sock.recv(1024) == b""  # closed by the server, without a response
+            except ConnectionResetError:
+                pass
+        assert time.monotonic() - started < 9  # after ~1 s idle + <= 1 s until the next clean-up, not 10 s
+        with urllib.request.urlopen(base + "/", timeout=5) as resp:
+            assert resp.status == 200
+    finally:
+        for sock in stalled:
+            sock.close()
+        _stop(server, thread)
+
+
 # ------------------------------------------------------------------------------------------------ export, Table 5
 def _rate(db, answers):
     """answers: {rater: {(layer, neuron): ({format: score}, best_format)}} straight into the store."""
@@ -559,3 +620,117 @@ def test_cli_prepare_export_table5(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Fc" in out and "100.00 %" in out
     assert main(["serve", "--db", str(tmp_path / "missing.sqlite")]) == 1
+
+
+# ------------------------------------------------------------------------------------------------ templates and rating databases
+def _template(folder: Path, *, neurons=NEURONS, formats=FORMATS, edit=None, name="rnd-gpt") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    records, files = write_inputs(folder, formats=formats, neurons=neurons)
+    if edit is not None:  # (format, text fragment to change) in that format's file
+        path = folder / f"{edit[0]}.jsonl"
+        path.write_text(path.read_text().replace(edit[1], edit[1] + " (revised)"))
+    out = folder / "template.sqlite"
+    prepare_study(records, files, out, explainer="gpt-test", study_name=name, seed=1, template=True)
+    return out
+
+
+def _ratings(db) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT r.name, e.format, i.layer, i.neuron, x.score, x.rated_at FROM ratings x "
+                            "JOIN raters r ON r.id = x.rater_id JOIN explanations e ON e.id = x.explanation_id "
+                            "JOIN items i ON i.id = e.item_id ORDER BY 1, 2, 3, 4").fetchall() + conn.execute(
+            "SELECT rater_id, item_id, explanation_id, chosen_at FROM best_choices ORDER BY 1, 2").fetchall()
+
+
+def test_template_is_never_rated(tmp_path, capsys):
+    from autointerp.human_eval.__main__ import main
+
+    template = _template(tmp_path / "t")
+    for attempt in (lambda: store.connect(template), lambda: HumanEvalApp(template),
+                    lambda: make_http_server(template, port=0), lambda: table5([template]),
+                    lambda: export_ratings(template, tmp_path / "x.csv")):
+        with pytest.raises(StudyError, match="study template.*init --template"):
+            attempt()
+    assert main(["serve", "--db", str(template)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "init --template" in err
+    with sqlite3.connect(template) as conn:  # a template has the items, no raters, and no WAL
+        assert conn.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 2
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+def test_init_never_erases_or_changes_ratings(tmp_path):
+    template = _template(tmp_path / "t")
+    db = tmp_path / "human_eval" / "pilot.sqlite"
+    info = init_rating_db(template, db)
+    assert info == {"db": str(db), "created": True, "items": 2, "added": 2, "kept_not_in_template": 0, "raters": 0}
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT name FROM studies").fetchone()[0] == "rnd-gpt"
+    n1, n2 = NEURONS
+    fmts = dict.fromkeys(FORMATS, 4)
+    _rate(db, {"ann": {n1: ({**fmts, FORMATS[1]: 5}, FORMATS[1]), n2: ({**fmts, FORMATS[0]: 1}, FORMATS[2])},
+               "ben": {n1: ({**fmts, FORMATS[3]: 2}, FORMATS[4])}})
+    ratings = _ratings(db)
+    table5([db], tmp_path / "t5.csv")
+    t5_bytes = (tmp_path / "t5.csv").read_bytes()
+    assert len(ratings) == 3 * len(FORMATS) + 3
+
+    def unchanged():
+        assert _ratings(db) == ratings
+        table5([db], tmp_path / "t5.csv")
+        assert (tmp_path / "t5.csv").read_bytes() == t5_bytes
+
+    # the same template again: nothing to add, nothing changed
+    assert init_rating_db(template, db)["added"] == 0
+    unchanged()
+    # a rebuilt template (a rerun of the rule) with a new neuron: added, and appended to started raters' pages
+    newer = _template(tmp_path / "t2", neurons=[*NEURONS, (5, 9)])
+    info = init_rating_db(newer, db)
+    assert (info["created"], info["items"], info["added"], info["raters"]) == (False, 3, 1, 2)
+    unchanged()
+    conn = store.connect(db)
+    for name in ("ann", "ben"):
+        pages = store.assignment(conn, get_or_create_rater(conn, name)["id"])
+        assert [p["position"] for p in pages] == [1, 2, 3] and len(pages[2]["order"]) == len(FORMATS)
+    conn.close()
+    # a template that lists fewer neurons (e.g. a smaller max_items) deletes nothing
+    info = init_rating_db(_template(tmp_path / "t3", neurons=[n1]), db)
+    assert (info["added"], info["kept_not_in_template"], info["items"]) == (0, 2, 3)
+    unchanged()
+    # conflicting templates are refused in one line and change nothing
+    conflicts = [(_template(tmp_path / "t4", edit=(FORMATS[2], "of 3/42")), "1 neuron\\(s\\) differ .*layer 3 "
+                  "neuron 42, explanation\\(s\\) Zq3Highlight differ"),
+                 (_template(tmp_path / "t5", formats=FORMATS[:3]), "formats"),
+                 (_template(tmp_path / "t6", name="other"), None)]
+    for bad, match in conflicts:
+        if match is None:  # another study name alone is no conflict (the database keeps its own name)
+            assert init_rating_db(bad, db)["added"] == 0
+            continue
+        with pytest.raises(StudyError, match=match) as err:
+            init_rating_db(bad, db)
+        assert "\n" not in str(err.value) and "nothing was changed" in str(err.value)
+        unchanged()
+    with pytest.raises(StudyError, match="study template"):  # the arguments swapped: a template is no rating db
+        init_rating_db(db, template)
+    records, files = write_inputs(tmp_path / "t")
+    with pytest.raises(StudyError, match="ratings of 2 rater"):  # prepare never overwrites a rated study
+        prepare_study(records, files, db, explainer="gpt-test", study_name="x", seed=1, overwrite=True)
+    unchanged()
+
+
+def test_cli_init(tmp_path, capsys):
+    from autointerp.human_eval.__main__ import main
+
+    template = _template(tmp_path / "t")
+    db = tmp_path / "human_eval" / "s.sqlite"
+    assert main(["init", "--template", str(template), "--db", str(db), "--study-name", "pilot"]) == 0
+    assert "created; 2 neurons (2 new), 0 rater(s)" in capsys.readouterr().out
+    _rate(db, {"ann": {NEURONS[0]: (dict.fromkeys(FORMATS, 3), FORMATS[0])}})
+    assert main(["init", "--template", str(template), "--db", str(db)]) == 0
+    assert "updated; 2 neurons (0 new), 1 rater(s)" in capsys.readouterr().out
+    bad = _template(tmp_path / "t2", edit=(FORMATS[0], "of 0/7"))
+    assert main(["init", "--template", str(bad), "--db", str(db)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "conflicts with" in err
+    assert [r["study"] for r in store.export_rows(db)] == ["pilot"] * len(FORMATS)

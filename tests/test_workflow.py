@@ -295,13 +295,14 @@ def test_human_study_from_the_run_feeds_table5_and_table6(finished, tmp_path):
 
     import yaml
 
-    from autointerp.human_eval.store import assignment, connect, get_or_create_rater, record_item
+    from autointerp.human_eval.store import assignment, connect, get_or_create_rater, init_rating_db, record_item
 
     work = tmp_path / "copy"
     shutil.copytree(finished, work, symlinks=True)
-    study = "results/smol/pydocs/human_eval/rnd/loop.sqlite"
-    proc = snakemake(work, "--cores", "2", study)
+    template, study = "results/smol/pydocs/human_eval/rnd/loop.template.sqlite", "human_eval/rnd-loop.sqlite"
+    proc = snakemake(work, "--cores", "2", template)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    init_rating_db(work / template, work / study)  # ratings live outside results/ (docs/human_eval.md)
     conn = connect(work / study)
     rater = get_or_create_rater(conn, "Ada")
     pages = assignment(conn, rater["id"])
