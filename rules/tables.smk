@@ -1,5 +1,12 @@
 # Every results table: Table 1 (prompt tokens), the cost estimate, Tables 2-5, N2G's metrics and Table 6 (ranks
-# over the evaluation registry). Tables read finished stage outputs only, so they are cheap local jobs.
+# of the prompt formats over the evaluation registry; comparison methods beside them, never ranked). Tables read
+# finished stage outputs only, so they are cheap local jobs. Columns: docs/tables.md.
+
+from autointerp.tables.settings import TablesSettings  # noqa: E402
+
+# The parts each table reads (autointerp.tables.settings): formats vs comparison methods, paired statistics.
+TABLE_KINDS = ("formats", "comparison_methods")
+TABLE_PAIRED = (*TABLE_KINDS, "statistics")
 
 
 rule cost_estimate:
@@ -9,7 +16,7 @@ rule cost_estimate:
     output:
         "results/cost_estimate.csv",
     params:
-        explainers=config["explainers"],
+        settings=stage_settings(TablesSettings, "explainers"),
     log:
         "logs/cost_estimate.log",
     conda:
@@ -61,7 +68,10 @@ rule table3:
     input:
         similarity_files,
     output:
-        "results/table3.csv",
+        table="results/table3.csv",
+        paired="results/table3_paired.csv",
+    params:
+        settings=stage_settings(TablesSettings, *TABLE_PAIRED),
     log:
         "logs/table3.log",
     conda:
@@ -74,7 +84,10 @@ rule table4:
     input:
         puzzle_similarity_files,
     output:
-        "results/table4.csv",
+        table="results/table4.csv",
+        paired="results/table4_paired.csv",
+    params:
+        settings=stage_settings(TablesSettings, *TABLE_PAIRED),
     log:
         "logs/table4.log",
     conda:
@@ -90,6 +103,8 @@ rule table2:
     output:
         table="results/table2.csv",
         paired="results/table2_paired.csv",
+    params:
+        settings=stage_settings(TablesSettings, *TABLE_PAIRED),
     log:
         "logs/table2.log",
     conda:
@@ -104,7 +119,11 @@ rule table6:
         # Not ranked, but the main command (results/table6.csv) should leave every table behind.
         companions=companion_tables,
     output:
-        "results/table6.csv",
+        table="results/table6.csv",
+        comparison="results/table6_comparison.csv",
+        columns="results/table6_columns.csv",
+    params:
+        settings=stage_settings(TablesSettings, "formats"),
     log:
         "logs/table6.log",
     conda:

@@ -1,9 +1,7 @@
-"""Snakemake adapter: results/cost_estimate.csv from the rendered prompts and configured prices."""
+"""Snakemake adapter: results/cost_estimate.csv (predicted tokens and dollars of the configured run)."""
 
-from autointerp.tables.cost import explain_rows, prompt_file_items, write_cost_estimate
-from autointerp.common.snakemake_io import rule_context
+from autointerp.common.snakemake_io import run_rule
+from autointerp.tables.cost import run_cost_estimate
+from autointerp.tables.settings import TablesSettings
 
-with rule_context(snakemake) as log:  # noqa: F821
-    rows = explain_rows(prompt_file_items(snakemake.input.prompts), dict(snakemake.params.explainers))  # noqa: F821
-    write_cost_estimate(rows, snakemake.output[0])  # noqa: F821
-    log.info("%d rows", len(rows))
+run_rule(snakemake, TablesSettings, run_cost_estimate)  # noqa: F821

@@ -1,7 +1,6 @@
 """Snakemake adapter: the N2G paper's metrics (firing precision/recall/F1) per neuron set and method."""
 
-from autointerp.n2g.stage import n2g_table
-from autointerp.common.snakemake_io import rule_context
+from autointerp.common.snakemake_io import run_rule
+from autointerp.tables.n2g_metrics import run_n2g_table
 
-with rule_context(snakemake) as log:  # noqa: F821
-    log.info("%d rows", len(n2g_table(list(snakemake.input), snakemake.output[0])))  # noqa: F821
+run_rule(snakemake, None, run_n2g_table)  # noqa: F821

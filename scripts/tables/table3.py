@@ -1,7 +1,7 @@
-"""Snakemake adapter: Table 3 (AdaCS: similarity to reference explanations per format and neuron set)."""
+"""Snakemake adapter: Table 3 (AdaCS: paired similarity to reference explanations per format and neuron set)."""
 
-from autointerp.similarity.stage import table3
-from autointerp.common.snakemake_io import rule_context
+from autointerp.common.snakemake_io import run_rule
+from autointerp.tables.explanation_similarity import run_table3
+from autointerp.tables.settings import TablesSettings
 
-with rule_context(snakemake) as log:  # noqa: F821
-    log.info("%d rows", len(table3(list(snakemake.input), snakemake.output[0])))  # noqa: F821
+run_rule(snakemake, TablesSettings, run_table3)  # noqa: F821

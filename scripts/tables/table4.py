@@ -1,7 +1,7 @@
-"""Snakemake adapter: Table 4 (puzzle explanations' similarity to the ground truth per format)."""
+"""Snakemake adapter: Table 4 (puzzle explanations' paired similarity to the ground truth per format)."""
 
-from autointerp.similarity.stage import table4
-from autointerp.common.snakemake_io import rule_context
+from autointerp.common.snakemake_io import run_rule
+from autointerp.tables.explanation_similarity import run_table4
+from autointerp.tables.settings import TablesSettings
 
-with rule_context(snakemake) as log:  # noqa: F821
-    log.info("%d rows", len(table4(list(snakemake.input), snakemake.output[0])))  # noqa: F821
+run_rule(snakemake, TablesSettings, run_table4)  # noqa: F821

@@ -1,12 +1,8 @@
-"""Snakemake adapter: Table 6 (rank of each format per evaluation, average rank) from the registry's tables."""
+"""Snakemake adapter: Table 6 (each format's rank among the formats per evaluation, average rank), the comparison
+methods beside the formats, and the columns' legend, from the evaluation registry's tables."""
 
-from autointerp.tables.evaluations import columns_for
-from autointerp.common.snakemake_io import rule_context
-from autointerp.tables.ranking import table6
+from autointerp.common.snakemake_io import run_rule
+from autointerp.tables.ranking import run_table6
+from autointerp.tables.settings import TablesSettings
 
-with rule_context(snakemake) as log:  # noqa: F821
-    columns = {}
-    for path in snakemake.input.tables:  # noqa: F821
-        columns.update(columns_for(path))
-    rows = table6(columns, snakemake.output[0])  # noqa: F821
-    log.info("%d formats ranked over %d columns", len(rows), len(columns))
+run_rule(snakemake, TablesSettings, run_table6)  # noqa: F821

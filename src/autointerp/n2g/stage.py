@@ -1,8 +1,9 @@
 """N2G in the pipeline: fit each neuron's graph on its train records, predict its valid records, and score the
 predictions exactly like the simulator's (pooled Pearson, top-only, random-only), so N2G and the N2G paper's
-token-lookup baseline appear as rows of Table 2 and as entries of Table 6. Also writes the N2G paper's own
-metrics (firing precision/recall/F1 at normalised activation 0.5), each neuron's graph (DOT, SVG when Graphviz
-is installed, JSON) and a short text rendering of its main patterns.
+token-lookup baseline appear as comparison rows of Table 2 and beside the formats in Table 6's comparison
+table (never ranked with them). Also writes the N2G paper's own metrics (firing precision/recall/F1 at
+normalised activation 0.5), each neuron's graph (DOT, SVG when Graphviz is installed, JSON) and a short text
+rendering of its main patterns.
 """
 
 from __future__ import annotations
@@ -99,29 +100,3 @@ def run_n2g_job(records_path, model_dir, out_scores: dict, metrics_path, graphs_
     return {"neurons": len(entries), "seconds": round(seconds, 2),
             "seconds_per_neuron": round(seconds / max(1, len(entries)), 2), "svg": have_dot,
             "augmentation": bool(augmentation)}
-
-
-def n2g_table(metric_files: list[str], out_path) -> list[dict]:
-    """The N2G paper's metrics per neuron set and method: means of firing precision, recall, F1 and the score."""
-    import csv
-    import math
-
-    import numpy as np
-
-    from autointerp.common.io import path_fields
-
-    rows = []
-    for item in path_fields(metric_files, ["neuron_set"]):
-        with open(item["path"], newline="") as fh:
-            data = list(csv.DictReader(fh))
-        for method in sorted({r["method"] for r in data}):
-            sub = [r for r in data if r["method"] == method]
-            row = {"neuron_set": item["neuron_set"], "method": method, "n_neurons": len(sub)}
-            for key in ("score", "firing_precision", "firing_recall", "firing_f1"):
-                vals = [float(r[key]) for r in sub if r[key] not in ("", "nan", "None")]
-                vals = [v for v in vals if math.isfinite(v)]
-                row[f"mean_{key}"] = float(np.mean(vals)) if vals else math.nan
-            rows.append(row)
-    write_csv(rows, out_path, ["neuron_set", "method", "n_neurons", "mean_score", "mean_firing_precision",
-                               "mean_firing_recall", "mean_firing_f1"])
-    return rows

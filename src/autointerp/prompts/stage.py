@@ -1,4 +1,4 @@
-"""The rendering stage: one JSONL of explainer prompts per (neuron set, explainer, format), and Table 1.
+"""The rendering stage: one JSONL of explainer prompts per (neuron set, explainer, format) (Table 1: autointerp.tables).
 
 A format entry in config is either a registered format (``Summary: {}``) or a variant: a base format plus
 overrides (``Summary-3ex: {base: Summary, max_excerpts: 3}``). Each rendering job sees only its own entry,
@@ -12,14 +12,11 @@ from typing import Any
 import copy
 import json
 
-import numpy as np
-
 from autointerp.prompts.formats import FORMATS, PromptFormat, SeedMutationState, get_format, render, variant_from_config
 from autointerp.common.settings import Settings
 from autointerp.common.snakemake_io import RuleIO
-from autointerp.common.io import atomic_write_text, read_jsonl, write_csv
+from autointerp.common.io import atomic_write_text, write_csv  # write_csv: re-used by human_eval.store
 from autointerp.extract.records import load_records
-from autointerp.simulate.scoring import mean_sem
 
 
 class FormatConfigError(ValueError):
@@ -92,27 +89,3 @@ def render_neuron_prompts(records_path, format_name: str, format_spec: dict | No
                    context_limit=context_length, max_completion_tokens=max_completion_tokens, encoding=encoding)
     atomic_write_text(out_path, "".join(line + "\n" for line in lines))
     return len(lines)
-
-
-def table1(prompt_files: list[dict], out_path) -> list[dict]:
-    """Mean prompt tokens ± SEM per (neuron set, explainer, format) and the ratio Original/format.
-
-    ``prompt_files``: [{"neuron_set", "explainer", "format", "path"}]. Prompt tokens are cl100k/o200k counts of
-    the chat messages plus OpenAI's chat overhead (3 per message + 3), with the few-shot examples included.
-    """
-    rows = []
-    for item in prompt_files:
-        lines = read_jsonl(item["path"])
-        stats = mean_sem([line["prompt_tokens"] for line in lines])
-        mean, sem = stats["mean"], stats["sem"]
-        rows.append({"neuron_set": item["neuron_set"], "explainer": item["explainer"], "format": item["format"],
-                     "n_neurons": len(lines), "mean_prompt_tokens": mean, "sem_prompt_tokens": sem,
-                     "mean_omitted_few_shot_records": float(np.mean([line["omitted_few_shot_records"]
-                                                                     for line in lines])) if lines else 0.0})
-    for row in rows:
-        ref = [r for r in rows if r["neuron_set"] == row["neuron_set"] and r["explainer"] == row["explainer"]
-               and r["format"] == "Original"]
-        row["ratio_vs_original"] = (ref[0]["mean_prompt_tokens"] / row["mean_prompt_tokens"]
-                                    if ref and row["mean_prompt_tokens"] else float("nan"))
-    write_csv(rows, out_path)
-    return rows

@@ -12,17 +12,14 @@ import json
 import logging
 import math
 from typing import Any, Literal
-from collections import defaultdict
 
-import numpy as np
 import pyarrow as pa
 
 from autointerp.common.settings import Settings
 from autointerp.common.snakemake_io import RuleIO
 from autointerp.llm.settings import EmbedderRole
 from autointerp.similarity.embeddings import similarity_to_reference
-from autointerp.common.io import atomic_write_parquet, atomic_write_text, path_fields, read_jsonl, write_csv
-from autointerp.simulate.scoring import mean_sem
+from autointerp.common.io import atomic_write_parquet, atomic_write_text, read_jsonl
 
 log = logging.getLogger("autointerp.similarity")
 
@@ -129,49 +126,3 @@ def run_similarity_job(settings: SimilaritySettings, io: RuleIO, references: dic
                "reference_degenerate": degenerate, **totals}
     atomic_write_text(usage_path, json.dumps({"totals": summary}, indent=1, sort_keys=True) + "\n")
     return summary
-
-
-def _per_unit(path, key):
-    """Mean similarity per unit (neuron or puzzle) over its samples."""
-    import pyarrow.parquet as pq
-
-    by = defaultdict(list)
-    for r in pq.read_table(path).to_pylist():
-        if r["similarity"] is not None and math.isfinite(r["similarity"]):
-            by[key(r)].append(r["similarity"])
-    return {k: float(np.mean(v)) for k, v in by.items()}
-
-
-def table3(paths, out_path) -> list[dict]:
-    """Mean ± SEM similarity per explainer and format, one column group per neuron set, plus their average.
-    Paths: ``.../similarity/{neuron_set}/{explainer}/{format}.parquet``."""
-    items = path_fields(paths, ["neuron_set", "explainer"])
-    sets = sorted({i["neuron_set"] for i in items})
-    rows = {}
-    for item in items:
-        stats = mean_sem(list(_per_unit(item["path"], lambda r: (r["layer"], r["neuron"])).values()))
-        row = rows.setdefault((item["explainer"], item["format"]), {"explainer": item["explainer"],
-                                                                     "format": item["format"]})
-        row.update({f"{item['neuron_set']}_mean": stats["mean"], f"{item['neuron_set']}_sem": stats["sem"],
-                    f"{item['neuron_set']}_n": stats["n"]})
-    for row in rows.values():
-        means = [row.get(f"{s}_mean", math.nan) for s in sets]
-        finite = [m for m in means if math.isfinite(m)]
-        row["average"] = float(np.mean(finite)) if finite else math.nan
-    out = sorted(rows.values(), key=lambda r: (r["explainer"], r["format"]))
-    write_csv(out, out_path, ["explainer", "format"] + [f"{s}_{k}" for s in sets for k in ("mean", "sem", "n")]
-              + ["average"])
-    return out
-
-
-def table4(paths, out_path) -> list[dict]:
-    """Mean ± SEM similarity to the ground truth per puzzle set, explainer and format (a puzzle's samples are
-    averaged first). Paths: ``.../puzzles/{puzzle_set}/similarity/{explainer}/{format}.parquet``."""
-    rows = []
-    for item in path_fields(paths, ["puzzle_set", "similarity", "explainer"]):
-        stats = mean_sem(list(_per_unit(item["path"], lambda r: r["puzzle"]).values()))
-        rows.append({"puzzle_set": item["puzzle_set"], "explainer": item["explainer"], "format": item["format"],
-                     "mean": stats["mean"], "sem": stats["sem"], "n_puzzles": stats["n"]})
-    rows.sort(key=lambda r: (r["puzzle_set"], r["explainer"], r["format"]))
-    write_csv(rows, out_path, ["puzzle_set", "explainer", "format", "mean", "sem", "n_puzzles"])
-    return rows

@@ -10,9 +10,11 @@ newlines is such an artefact). Whether a position aligns depends on how the simu
 token, not on the explanation, so explanations of one neuron are scored on the same tokens. ``no_digit``
 positions keep their EV 0, as in the reference. Undefined scores are NaN, never an exception.
 
-Wilcoxon signed-rank (no scipy in this environment): zeros dropped (Wilcoxon's method, scipy's default), mid-ranks
-for ties, the tie-corrected variance n(n+1)(2n+1)/24 − Σ(t³−t)/48, normal approximation without continuity
-correction, two-sided; the statistic is W+ (sum of the ranks of positive differences).
+Paired statistics come from ``scipy.stats`` (docs/tables.md): the Wilcoxon signed-rank test with zero
+differences dropped (Wilcoxon's method) and an exact null distribution at small n (``wilcoxon(method="exact")``
+without ties; with tied |differences| the exact conditional distribution by enumerating every sign assignment
+(``PermutationMethod``) up to ``EXACT_ENUMERATION_MAX_N`` differences; the tie-corrected normal approximation
+beyond), and a paired percentile bootstrap (neurons resampled, seeded) of the mean difference.
 """
 
 from __future__ import annotations
@@ -98,40 +100,60 @@ def mean_sem(values: Sequence[float]) -> dict[str, float | int]:
             "n": n, "n_nan": int(len(arr) - n)}
 
 
-def _midranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values))
-    sorted_v = values[order]
-    i = 0
-    while i < len(values):
-        j = i
-        while j + 1 < len(values) and sorted_v[j + 1] == sorted_v[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
+# Thresholds of the Wilcoxon method choice (scipy's own "auto" rule uses the same two numbers).
+EXACT_MAX_N = 50  # no ties: scipy's exact distribution of W+ up to this many non-zero differences
+EXACT_ENUMERATION_MAX_N = 13  # ties: enumerate all 2**n sign assignments (8192) up to this many
 
 
-def wilcoxon_signed_rank(diffs: Sequence[float]) -> dict[str, float | int]:
-    """Two-sided Wilcoxon signed-rank test, normal approximation (details in the module docstring)."""
+def smallest_attainable_p(n_nonzero: int) -> float:
+    """The smallest two-sided p an exact Wilcoxon signed-rank test can give with ``n_nonzero`` differences: every
+    difference of one sign is the most extreme of the 2**n equally likely sign assignments, on either side, so
+    p_min = 2 / 2**n (ties do not change this extreme). 1.0 when there is no difference at all."""
+    return min(1.0, 2.0 ** (1 - n_nonzero)) if n_nonzero > 0 else 1.0
+
+
+def wilcoxon_signed_rank(diffs: Sequence[float]) -> dict[str, Any]:
+    """Two-sided Wilcoxon signed-rank test of paired differences with ``scipy.stats.wilcoxon``.
+
+    Zero differences are dropped first (Wilcoxon's method; ``n_zero`` says how many). The method is chosen
+    explicitly and reported in ``method``: ``exact`` (no tied |d|, n <= EXACT_MAX_N: scipy's exact null
+    distribution), ``exact-enumeration`` (tied |d|, n <= EXACT_ENUMERATION_MAX_N: all 2**n sign assignments of
+    the mid-ranks, exact conditional on the ties) or ``normal`` (otherwise: scipy's normal approximation with the
+    tie-corrected variance, no continuity correction). ``statistic`` is scipy's min(W+, W-)."""
+    from scipy import stats
+
     d = np.asarray(diffs, dtype=float)
+    d = d[np.isfinite(d)]
+    n_zero = int(np.sum(d == 0))
     d = d[d != 0]
     n = len(d)
+    out: dict[str, Any] = {"statistic": math.nan, "p_value": math.nan, "method": "none", "n_nonzero": n,
+                           "n_zero": n_zero, "smallest_attainable_p": smallest_attainable_p(n)}
     if n == 0:
-        return {"statistic": math.nan, "z": math.nan, "p_value": math.nan, "n_nonzero": 0}
-    ranks = _midranks(np.abs(d))
-    w_plus = float(ranks[d > 0].sum())
-    _, tie_counts = np.unique(np.abs(d), return_counts=True)
-    var = n * (n + 1) * (2 * n + 1) / 24 - float(np.sum(tie_counts ** 3 - tie_counts)) / 48
-    z = (w_plus - n * (n + 1) / 4) / math.sqrt(var) if var > 0 else 0.0
-    return {"statistic": w_plus, "z": z, "p_value": math.erfc(abs(z) / math.sqrt(2)), "n_nonzero": n}
+        return out
+    ties = len(np.unique(np.abs(d))) < n
+    if not ties and n <= EXACT_MAX_N:
+        method, name = "exact", "exact"
+    elif ties and n <= EXACT_ENUMERATION_MAX_N:
+        method, name = stats.PermutationMethod(n_resamples=2 ** n), "exact-enumeration"
+    else:
+        method, name = "asymptotic", "normal"
+    res = stats.wilcoxon(d, zero_method="wilcox", correction=False, alternative="two-sided", method=method)
+    out.update({"statistic": float(res.statistic), "p_value": float(res.pvalue), "method": name})
+    return out
 
 
 def paired_comparison(scores_a: Mapping[Any, float] | Sequence[float], scores_b: Mapping[Any, float] | Sequence[float],
-                      *, n_boot: int = 10000, seed: int = 0) -> dict[str, Any]:
-    """Compare two methods on the neurons both scored (finite in both): mean difference a − b, paired bootstrap
-    95% percentile CI of that mean (neurons resampled with replacement), and the Wilcoxon signed-rank p-value.
+                      *, n_boot: int, seed: int, confidence_level: float, alpha: float) -> dict[str, Any]:
+    """Compare two methods on the units (neurons, puzzles) both scored (finite in both): mean difference a − b,
+    its paired percentile-bootstrap CI (``scipy.stats.bootstrap`` resampling the units' differences with
+    ``numpy.random.default_rng(seed)``; NaN below 2 units) and the Wilcoxon signed-rank test (above).
+
+    ``warning`` is non-empty when the test cannot mean anything: when even the most extreme outcome, every
+    non-zero difference of one sign, would give a two-sided exact p above ``alpha`` (p_min = 2 / 2**n_nonzero).
     Sequences are paired by position, mappings by key."""
+    from scipy import stats
+
     if not isinstance(scores_a, Mapping):
         scores_a = dict(enumerate(scores_a))
     if not isinstance(scores_b, Mapping):
@@ -150,13 +172,18 @@ def paired_comparison(scores_a: Mapping[Any, float] | Sequence[float], scores_b:
         "mean_a": float(a.mean()) if n else math.nan, "mean_b": float(b.mean()) if n else math.nan,
         "mean_diff": float(d.mean()) if n else math.nan, "ci_low": math.nan, "ci_high": math.nan,
     }
-    if n:
-        rng = np.random.default_rng(seed)
-        chunk = max(1, 2_000_000 // n)  # bounded memory for many neurons
-        boot = np.concatenate([d[rng.integers(0, n, size=(min(chunk, n_boot - i), n))].mean(axis=1)
-                               for i in range(0, n_boot, chunk)])
-        out["ci_low"], out["ci_high"] = (float(v) for v in np.percentile(boot, [2.5, 97.5]))
+    if n >= 2:
+        res = stats.bootstrap((d,), np.mean, n_resamples=n_boot, confidence_level=confidence_level,
+                              method="percentile", vectorized=True, batch=max(1, 2_000_000 // n),
+                              rng=np.random.default_rng(seed))
+        out["ci_low"], out["ci_high"] = float(res.confidence_interval.low), float(res.confidence_interval.high)
     w = wilcoxon_signed_rank(d)
-    out.update({"wilcoxon_statistic": w["statistic"], "wilcoxon_z": w["z"], "wilcoxon_p": w["p_value"],
-                "n_nonzero": w["n_nonzero"]})
+    p_min = w["smallest_attainable_p"]
+    warning = ""
+    if p_min > alpha:
+        warning = (f"{w['n_nonzero']} non-zero paired difference(s): the smallest attainable two-sided p is "
+                   f"{p_min:.4g} > alpha {alpha:g}, so this comparison cannot be significant")
+    out.update({"n_nonzero": w["n_nonzero"], "n_zero": w["n_zero"], "wilcoxon_statistic": w["statistic"],
+                "wilcoxon_p": w["p_value"], "wilcoxon_method": w["method"], "smallest_attainable_p": p_min,
+                "warning": warning})
     return out

@@ -48,3 +48,12 @@ def write_cost_estimate(rows: list[dict], path) -> None:
 def prompt_file_items(paths) -> list[dict]:
     """Parse ``.../prompts/{neuron_set}/{explainer}/{format}.jsonl`` paths."""
     return path_fields(paths, ["neuron_set", "explainer"])
+
+
+def run_cost_estimate(settings, io) -> dict:
+    """results/cost_estimate.csv from every explainer's rendered prompts and its configured prices
+    (``settings``: TablesSettings with the explainers part)."""
+    explainers = {name: role.model_dump() for name, role in settings.need("explainers").items()}
+    rows = explain_rows(prompt_file_items(io.input["prompts"]), explainers)
+    write_cost_estimate(rows, io.outputs[0])
+    return {"rows": len(rows)}

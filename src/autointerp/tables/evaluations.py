@@ -1,26 +1,49 @@
 """The evaluation registry: every evaluation that ranks prompt formats, as Table 6 columns.
 
-An evaluation names the table file it produces (made by its own rule) and turns that table into columns
-``{column name: ({format: value}, higher_is_better)}``. Table 6 takes the tables of every enabled evaluation as
-input, so registering a new evaluation (and adding its rule) adds its columns with no edit of the Table 6 rule.
+An evaluation names the table file its own rule produces (plus companion files its column function also reads,
+e.g. the paired comparisons) and turns that table into columns ``{column name: Column}``. A ``Column`` keeps the
+prompt formats (ranked by Table 6) apart from comparison methods (N2G, the token lookup, ...: never ranked,
+reported beside the formats on the same units in results/table6_comparison.csv). Table 6 takes the tables of every
+enabled evaluation as input, so registering a new evaluation (and adding its rule) adds its columns with no edit
+of the Table 6 rule or code.
 """
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
-from autointerp.tables.ranking import read_csv
+
+@dataclass(frozen=True)
+class Column:
+    """One Table 6 column.
+
+    ``formats``: prompt format -> value (ranked, 1 = best); every value should be over the same units (paired).
+    ``n``/``nan_dropped``: units behind each format's value and units left out (None when the evaluation does not
+    know). ``comparisons``: one mapping per (comparison method, format) on the units finite for the method and every
+    format, with keys ``method, format, n, nan_dropped, method_mean, format_mean, diff`` (method − format),
+    ``ci_low, ci_high, wilcoxon_p, wilcoxon_method, warning`` (NaN/"" when unknown)."""
+
+    formats: Mapping[str, float]
+    higher_is_better: bool = True
+    n: int | None = None
+    nan_dropped: int | None = None
+    comparisons: tuple[Mapping[str, Any], ...] = ()
+    evaluation: str = ""  # filled in by the registry
 
 
 @dataclass(frozen=True)
 class Evaluation:
     name: str
     table: str  # the CSV its rule writes
-    columns: Callable[[str], dict[str, tuple[dict[str, float], bool]]]
+    columns: Callable[[str], dict[str, Column]]
     enabled: Callable[[dict], bool] = lambda config: True
     description: str = ""
+    companions: tuple[str, ...] = ()  # other files of the same rule that ``columns`` reads (Table 6's inputs too)
 
 
 EVALUATIONS: dict[str, Evaluation] = {}
@@ -34,14 +57,41 @@ def register(evaluation: Evaluation) -> Evaluation:
 
 
 def enabled_tables(config: dict) -> list[str]:
-    return [e.table for e in EVALUATIONS.values() if e.enabled(config)]
+    """Every file Table 6 reads for this config: each enabled evaluation's table and companions."""
+    return [path for e in EVALUATIONS.values() if e.enabled(config) for path in (e.table, *e.companions)]
 
 
-def columns_for(table_path: str) -> dict[str, tuple[dict[str, float], bool]]:
+def _is(path, registered: str) -> bool:
+    return str(path) == registered or str(path).endswith("/" + registered)
+
+
+def columns_for(table_path: str) -> dict[str, Column]:
+    """The columns of the registered evaluation whose table is ``table_path``."""
     for e in EVALUATIONS.values():
-        if e.table == table_path or str(table_path).endswith("/" + e.table):
-            return e.columns(table_path)
+        if _is(table_path, e.table):
+            return {name: dataclasses.replace(col, evaluation=e.name) for name, col in e.columns(table_path).items()}
     raise KeyError(f"no registered evaluation produces {table_path}")
+
+
+def evaluation_columns(paths) -> dict[str, Column]:
+    """Columns of every evaluation table among ``paths`` (Table 6's inputs); companion files are skipped."""
+    columns: dict[str, Column] = {}
+    for path in paths:
+        if any(_is(path, c) for e in EVALUATIONS.values() for c in e.companions):
+            continue
+        for name, col in columns_for(path).items():
+            if name in columns:
+                raise ValueError(f"Table 6 column {name!r} comes from two evaluations")
+            columns[name] = col
+    return columns
+
+
+# --- helpers for column functions ----------------------------------------------------------------------------
+
+
+def read_csv(path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
 
 
 def _f(x) -> float:
@@ -51,59 +101,94 @@ def _f(x) -> float:
         return math.nan
 
 
-def _table2_columns(path: str):
+def _i(x) -> int | None:
+    try:
+        return int(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def paired_path(table_path) -> Path:
+    """``results/tableN_paired.csv`` beside ``results/tableN.csv``."""
+    p = Path(table_path)
+    return p.with_name(f"{p.stem}_paired{p.suffix}")
+
+
+def comparisons_from_paired(rows: list[dict], **match: str) -> tuple[dict[str, Any], ...]:
+    """Comparison rows (kind comparison) of a ``*_paired.csv`` restricted to one group, as Column.comparisons."""
+    out = []
+    for r in rows:
+        if r["kind"] != "comparison" or any(r[k] != v for k, v in match.items()):
+            continue
+        out.append({"method": r["method_a"], "format": r["method_b"], "n": _i(r["n"]),
+                    "nan_dropped": _i(r["nan_dropped"]), "method_mean": _f(r["mean_a"]),
+                    "format_mean": _f(r["mean_b"]), "diff": _f(r["mean_diff"]), "ci_low": _f(r["ci_low"]),
+                    "ci_high": _f(r["ci_high"]), "wilcoxon_p": _f(r["wilcoxon_p"]),
+                    "wilcoxon_method": r["wilcoxon_method"], "warning": r["warning"]})
+    return tuple(out)
+
+
+def _paired_columns(path: str, group_keys: tuple[str, ...], name: Callable[..., str],
+                    set_key: str | None = None) -> dict[str, Column]:
+    """Columns of a paired table (Tables 2-4): one per group and set; format rows ranked, comparisons beside.
+    ``set_key`` None: the sets are column groups ``{set}_mean`` of a wide table (Tables 2, 3)."""
     rows = read_csv(path)
-    sets = sorted({k[: -len("_mean")] for k in rows[0] if k.endswith("_mean")}) if rows else []
-    cols: dict[str, tuple[dict[str, float], bool]] = {}
+    paired = read_csv(paired_path(path))
+    groups: dict[tuple, dict] = {}
     for row in rows:
-        for s in sets:
-            name = f"simulate[{row['explainer']}/{row['simulator']}/{s}]"
-            cols.setdefault(name, ({}, True))[0][row["format"]] = _f(row[f"{s}_mean"])
-    return cols
+        if set_key is None:
+            sets = [k[: -len("_mean")] for k in row if k.endswith("_mean")]
+            cells = [(s, f"{s}_") for s in sets]
+        else:
+            cells = [(row[set_key], "")]
+        for s, prefix in cells:
+            g = groups.setdefault((*(row[k] for k in group_keys), s), {"formats": {}, "n": None, "nan": None})
+            if row["kind"] == "format" and row.get(f"{prefix}mean", "") != "":
+                g["formats"][row["format"]] = _f(row[f"{prefix}mean"])
+                g["n"], g["nan"] = _i(row[f"{prefix}n"]), _i(row[f"{prefix}nan_dropped"])
+    out = {}
+    for key, g in sorted(groups.items()):
+        *group, s = key
+        match = dict(zip(group_keys, group), **{set_key or "neuron_set": s})
+        out[name(*group, s)] = Column(g["formats"], True, g["n"], g["nan"], comparisons_from_paired(paired, **match))
+    return out
+
+
+# --- the evaluations -----------------------------------------------------------------------------------------
 
 
 register(Evaluation(
-    name="simulate_score", table="results/table2.csv", columns=_table2_columns,
+    name="simulate_score", table="results/table2.csv", companions=("results/table2_paired.csv",),
+    columns=lambda path: _paired_columns(path, ("explainer", "simulator"), lambda e, sim, s: f"simulate[{e}/{sim}/{s}]"),
     enabled=lambda config: bool(config.get("simulators")),
     description="Mean simulate-and-score correlation per neuron set (Table 2), one column per "
-                "explainer/simulator/neuron set.",
+                "explainer/simulator/neuron set; N2G and the token lookup as comparisons.",
 ))
-
-
-def _table3_columns(path: str):
-    rows = read_csv(path)
-    sets = sorted({k[: -len("_mean")] for k in rows[0] if k.endswith("_mean")}) if rows else []
-    cols: dict[str, tuple[dict[str, float], bool]] = {}
-    for row in rows:
-        for s in sets:
-            cols.setdefault(f"adacs[{row['explainer']}/{s}]", ({}, True))[0][row["format"]] = _f(row[f"{s}_mean"])
-    return cols
-
-
-def _table4_columns(path: str):
-    cols: dict[str, tuple[dict[str, float], bool]] = {}
-    for row in read_csv(path):
-        cols.setdefault(f"puzzles[{row['explainer']}/{row['puzzle_set']}]", ({}, True))[0][row["format"]] = _f(row["mean"])
-    return cols
-
-
 register(Evaluation(
-    name="adacs", table="results/table3.csv", columns=_table3_columns,
+    name="adacs", table="results/table3.csv", companions=("results/table3_paired.csv",),
+    columns=lambda path: _paired_columns(path, ("explainer",), lambda e, s: f"adacs[{e}/{s}]"),
     enabled=lambda config: bool((config.get("adacs") or {}).get("references")),
     description="Mean embedding cosine similarity to a reference explanation (Table 3).",
 ))
 register(Evaluation(
-    name="puzzles", table="results/table4.csv", columns=_table4_columns,
+    name="puzzles", table="results/table4.csv", companions=("results/table4_paired.csv",),
+    columns=lambda path: _paired_columns(path, ("explainer",), lambda e, s: f"puzzles[{e}/{s}]",
+                                         set_key="puzzle_set"),
     enabled=lambda config: bool((config.get("puzzles") or {}).get("sets")),
     description="Mean embedding similarity of puzzle explanations to the ground truth (Table 4).",
 ))
 
 
-def _table5_columns(path: str):
-    cols: dict[str, tuple[dict[str, float], bool]] = {}
+def _table5_columns(path: str) -> dict[str, Column]:
+    by: dict[str, list[dict]] = {}
     for row in read_csv(path):
-        cols.setdefault(f"human_rating[{row['explainer']}]", ({}, True))[0][row["format"]] = _f(row["mean"])
-        cols.setdefault(f"human_best[{row['explainer']}]", ({}, True))[0][row["format"]] = _f(row["pct_best"])
+        by.setdefault(row["explainer"], []).append(row)
+    cols = {}
+    for explainer, rows in sorted(by.items()):
+        counts = {_i(r["n_ratings"]) for r in rows}
+        n = counts.pop() if len(counts) == 1 else None  # every item rates every format: the same n
+        cols[f"human_rating[{explainer}]"] = Column({r["format"]: _f(r["mean"]) for r in rows}, True, n)
+        cols[f"human_best[{explainer}]"] = Column({r["format"]: _f(r["pct_best"]) for r in rows}, True, n)
     return cols
 
 

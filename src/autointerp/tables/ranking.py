@@ -1,120 +1,104 @@
-"""Ranking tables: Table 2 (simulate-and-score), its paired comparisons, and Table 6 (ranks over evaluations).
+"""Table 6: the rank of every prompt format in every evaluation column, and its average rank (Lee et al. 2023).
+
+Only prompt formats are ranked, among themselves (1..k in every column, k = formats with a value there; ties
+share the average rank, ``scipy.stats.rankdata``). Comparison methods (N2G, the token lookup, ...) never enter
+the ranks: results/table6_comparison.csv sets each beside the formats' means on the same units, and
+results/table6_columns.csv says what each column is, how many units (n) and how many NaN were dropped.
 
 Table 6 knows nothing about individual evaluations: it reads whatever tables the evaluation registry
-(``autointerp.tables.evaluations``) lists, so a new evaluation (AdaCS, puzzles, human ratings, N2G) adds columns
-without any edit of the Table 6 rule.
+(``autointerp.tables.evaluations``) lists, so a new evaluation adds columns without any edit here.
 """
 
 from __future__ import annotations
 
-import csv
-import itertools
 import math
-from collections import defaultdict
+from typing import Mapping
 
 import numpy as np
-import pyarrow.parquet as pq
+from scipy.stats import rankdata
 
-from autointerp.common.io import path_fields, write_csv
-from autointerp.simulate.scoring import mean_sem, paired_comparison
+from autointerp.common.io import write_csv
+from autointerp.common.snakemake_io import RuleIO
+from autointerp.tables.evaluations import Column, evaluation_columns
+from autointerp.tables.pairing import finite
+from autointerp.tables.settings import TablesSettings
 
-
-def score_file_items(paths) -> list[dict]:
-    """Parse ``.../scores/{neuron_set}/{explainer}/{simulator}/{format}.parquet``."""
-    return path_fields(paths, ["neuron_set", "explainer", "simulator"])
-
-
-def neuron_scores(path) -> dict[tuple[int, int], float]:
-    """Per-neuron score: the mean over its samples' scores (NaN if every sample is NaN)."""
-    by = defaultdict(list)
-    for row in pq.read_table(path, columns=["layer", "neuron", "score"]).to_pylist():
-        by[(row["layer"], row["neuron"])].append(row["score"])
-    out = {}
-    for key, values in by.items():
-        finite = [v for v in values if v is not None and math.isfinite(v)]
-        out[key] = float(np.mean(finite)) if finite else float("nan")
-    return out
+COMPARISON_COLUMNS = ["column", "evaluation", "method", "format", "n", "nan_dropped", "method_mean", "format_mean",
+                      "diff", "ci_low", "ci_high", "wilcoxon_p", "wilcoxon_method", "warning", "format_rank",
+                      "is_best_format", "method_position", "n_formats"]
+COLUMNS_COLUMNS = ["column", "evaluation", "higher_is_better", "n_formats", "n", "nan_dropped", "comparison_methods"]
 
 
-def table2(items: list[dict], out_path, paired_path, *, n_boot: int = 10000,
-           methods: list[dict] | None = None) -> list[dict]:
-    """``methods``: score files of explanation methods that need no explainer or simulator (N2G, token
-    lookup: ``{"neuron_set", "format", "path"}``); they join every explainer/simulator group as extra rows."""
-    groups_seen = sorted({(i["explainer"], i["simulator"]) for i in items})
-    items = list(items) + [{**m, "explainer": e, "simulator": sim} for m in (methods or [])
-                           for e, sim in groups_seen]
-    sets = sorted({i["neuron_set"] for i in items})
-    rows: dict[tuple, dict] = {}
-    per = {}
-    for item in items:
-        scores = neuron_scores(item["path"])
-        per[(item["explainer"], item["simulator"], item["neuron_set"], item["format"])] = scores
-        stats = mean_sem(list(scores.values()))
-        row = rows.setdefault((item["explainer"], item["simulator"], item["format"]),
-                              {"explainer": item["explainer"], "simulator": item["simulator"], "format": item["format"]})
-        row[f"{item['neuron_set']}_mean"] = stats["mean"]
-        row[f"{item['neuron_set']}_sem"] = stats["sem"]
-        row[f"{item['neuron_set']}_n"] = stats["n"]
-        row[f"{item['neuron_set']}_nan"] = stats["n_nan"]
-    for row in rows.values():
-        means = [row.get(f"{s}_mean", float("nan")) for s in sets]
-        finite = [m for m in means if math.isfinite(m)]
-        row["average"] = float(np.mean(finite)) if finite else float("nan")
-    columns = ["explainer", "simulator", "format"] + [f"{s}_{k}" for s in sets for k in ("mean", "sem", "n", "nan")]
-    columns.append("average")
-    out = sorted(rows.values(), key=lambda r: (r["explainer"], r["simulator"], r["format"]))
-    write_csv(out, out_path, columns)
-    paired = []
-    groups = defaultdict(dict)
-    for (explainer, simulator, neuron_set, fmt), scores in per.items():
-        groups[(explainer, simulator, neuron_set)][fmt] = scores
-    for (explainer, simulator, neuron_set), by_format in sorted(groups.items()):
-        for a, b in itertools.combinations(sorted(by_format), 2):
-            cmp = paired_comparison(by_format[a], by_format[b], n_boot=n_boot, seed=0)
-            paired.append({"explainer": explainer, "simulator": simulator, "neuron_set": neuron_set,
-                           "format_a": a, "format_b": b, **cmp})
-    write_csv(paired, paired_path, ["explainer", "simulator", "neuron_set", "format_a", "format_b", "n", "mean_a",
-                                    "mean_b", "mean_diff", "ci_low", "ci_high", "wilcoxon_statistic", "wilcoxon_z",
-                                    "wilcoxon_p", "n_nonzero", "n_excluded_nonfinite"])
-    return out
+def rank_values(values: Mapping[str, float], higher_is_better: bool = True) -> dict[str, float]:
+    """Rank 1 = best among the finite values; ties share the average of the ranks they span; NaN gets no rank."""
+    names = sorted(n for n, v in values.items() if finite(v))
+    if not names:
+        return {}
+    arr = np.array([values[n] for n in names], dtype=float)
+    return dict(zip(names, (float(r) for r in rankdata(-arr if higher_is_better else arr, method="average"))))
 
 
-def read_csv(path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def rank_formats(values: dict[str, float], higher_is_better: bool = True) -> dict[str, float]:
-    """Rank 1 = best. Ties share the average of the ranks they span; NaN values get no rank."""
-    finite = {f: v for f, v in values.items() if v is not None and math.isfinite(v)}
-    ordered = sorted(finite, key=lambda f: -finite[f] if higher_is_better else finite[f])
-    ranks, i = {}, 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and finite[ordered[j + 1]] == finite[ordered[i]]:
-            j += 1
-        for f in ordered[i:j + 1]:
-            ranks[f] = (i + 1 + j + 1) / 2
-        i = j + 1
-    return ranks
-
-
-def table6(columns: dict[str, tuple[dict[str, float], bool]], out_path) -> list[dict]:
-    """``columns``: name -> ({format: value}, higher_is_better). Writes ranks per column and the average rank."""
-    formats = sorted({f for values, _ in columns.values() for f in values})
-    ranked = {name: rank_formats(values, hib) for name, (values, hib) in columns.items()}
+def _comparison_rows(name: str, col: Column) -> list[dict]:
+    """Column.comparisons with the format's rank among the formats on the method's units and the position the
+    method would take among them (1 = better than every format; ties average)."""
     rows = []
-    for fmt in formats:
-        row = {"format": fmt}
+    for method in sorted({c["method"] for c in col.comparisons}):
+        mine = sorted((c for c in col.comparisons if c["method"] == method), key=lambda c: c["format"])
+        ranks = rank_values({c["format"]: c["format_mean"] for c in mine}, col.higher_is_better)
+        best = min(ranks.values()) if ranks else math.nan
+        method_mean = next((c["method_mean"] for c in mine if finite(c["method_mean"])), math.nan)
+        with_method = rank_values({**{("f", c["format"]): c["format_mean"] for c in mine},
+                                   ("m", method): method_mean}, col.higher_is_better)
+        for c in mine:
+            rows.append({**c, "column": name, "evaluation": col.evaluation,
+                         "format_rank": ranks.get(c["format"], math.nan),
+                         "is_best_format": ranks.get(c["format"]) == best,
+                         "method_position": with_method.get(("m", method), math.nan), "n_formats": len(ranks)})
+    return rows
+
+
+def table6(columns: Mapping[str, Column], formats: list[str], out_path, comparison_path=None,
+           columns_path=None) -> list[dict]:
+    """Writes each format's rank per column, its average rank and how many columns rank it (``out_path``), the
+    comparison methods beside the formats (``comparison_path``) and the columns' legend (``columns_path``).
+    ``formats``: the configured prompt formats; a column listing anything else as a format is an error."""
+    for name, col in columns.items():
+        unknown = sorted(set(col.formats) - set(formats))
+        if unknown:
+            raise ValueError(f"Table 6 column {name!r} ({col.evaluation or 'unregistered'}) ranks {unknown}, which "
+                             f"are not prompt formats ({', '.join(formats)}); report them as comparisons")
+    ranked = {name: rank_values(col.formats, col.higher_is_better) for name, col in columns.items()}
+    rows = []
+    for fmt in sorted({f for col in columns.values() for f in col.formats}):
+        row: dict = {"format": fmt}
         got = []
         for name in columns:
             r = ranked[name].get(fmt)
-            row[name] = r if r is not None else float("nan")
+            row[name] = r if r is not None else math.nan
             if r is not None:
                 got.append(r)
-        row["average_rank"] = float(np.mean(got)) if got else float("nan")
+        row["average_rank"] = float(np.mean(got)) if got else math.nan
         row["n_evaluations"] = len(got)
         rows.append(row)
-    rows.sort(key=lambda r: (r["average_rank"] if math.isfinite(r["average_rank"]) else 1e9, r["format"]))
+    rows.sort(key=lambda r: (r["average_rank"] if math.isfinite(r["average_rank"]) else math.inf, r["format"]))
     write_csv(rows, out_path, ["format", *columns, "average_rank", "n_evaluations"])
+    if comparison_path is not None:
+        write_csv([r for name, col in columns.items() for r in _comparison_rows(name, col)], comparison_path,
+                  COMPARISON_COLUMNS)
+    if columns_path is not None:
+        legend = [{"column": name, "evaluation": col.evaluation, "higher_is_better": col.higher_is_better,
+                   "n_formats": len(ranked[name]), "n": "" if col.n is None else col.n,
+                   "nan_dropped": "" if col.nan_dropped is None else col.nan_dropped,
+                   "comparison_methods": ";".join(sorted({c["method"] for c in col.comparisons}))}
+                  for name, col in columns.items()]
+        write_csv(legend, columns_path, COLUMNS_COLUMNS)
     return rows
+
+
+def run_table6(settings: TablesSettings, io: RuleIO) -> dict:
+    """results/table6.csv (+ table6_comparison.csv, table6_columns.csv) from the registry's tables."""
+    columns = evaluation_columns(io.input["tables"])
+    rows = table6(columns, settings.need("formats"), io.output["table"], io.output["comparison"],
+                  io.output["columns"])
+    return {"formats": len(rows), "columns": len(columns),
+            "comparisons": sum(len(c.comparisons) for c in columns.values())}
