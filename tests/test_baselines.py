@@ -194,3 +194,22 @@ def test_load_reference_explainer(tmp_path):
     clash.write_text(json.dumps(dict(rows[0], explanation="different")) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match="two different"):
         load_reference_explainer([p, clash])
+
+
+def test_top_token_reference_and_degenerate_share():
+    from autointerp.common.records import ActivationRecord, NeuronId
+    from autointerp.similarity.references import degenerate_share, top_token_references
+
+    def rec(peak_at, value):
+        acts = [0.0, 0.0, 0.0]
+        acts[peak_at] = value
+        return ActivationRecord([" a", " of", "\n"], acts)
+
+    records = {NeuronId(3, 1): {"train": [rec(1, 2.0), rec(1, 1.0), rec(0, 5.0)],
+                                "valid": [rec(2, 9.0), rec(0, 0.5)], "valid_sources": ["top", "random"]}}
+    # " of" peaks twice; " a" (5.0) and "\n" (9.0) once each: the tie goes to the higher activation; the random
+    # valid record never counts; whitespace-only tokens are kept as they are
+    assert top_token_references(records, 2) == {(3, 1): 'the tokens "of" and "\\n"'}
+    assert top_token_references(records, 1) == {(3, 1): 'the token "of"'}
+    assert degenerate_share({(0, i): "same" for i in range(4)}) == 1.0
+    assert degenerate_share({(0, 0): "x", (0, 1): "y", (0, 2): "x", (0, 3): "z"}) == 0.5

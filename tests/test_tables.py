@@ -145,7 +145,8 @@ def test_table3_and_table4_are_paired_over_units_every_format_has(tmp_path):
     paths3 = []
     for fmt, units in three.items():
         p = tmp_path / "similarity" / "rnd" / "expl" / f"{fmt}.parquet"
-        _similarity(p, [{"layer": 0, "neuron": u, "format": fmt, "sample": i, "similarity": v}
+        _similarity(p, [{"layer": 0, "neuron": u, "format": fmt, "sample": i, "similarity": v,
+                         "reference_share": 2 / 3, "reference_degenerate": True}
                         for u, vs in units.items() for i, v in enumerate(vs)])
         paths3.append(str(p))
     settings = TablesSettings(formats=["Original", "Summary"], comparison_methods=[], statistics=STATS)
@@ -155,6 +156,9 @@ def test_table3_and_table4_are_paired_over_units_every_format_has(tmp_path):
     assert all((r["rnd_n"], r["rnd_nan_dropped"]) == (2, 1) for r in rows.values())
     assert (rows["Summary"]["rnd_nan_own"], rows["Original"]["rnd_nan_own"]) == (1, 0)
     assert rows["Original"]["average"] == pytest.approx(0.75)
+    # the similarity job's verdict on the reference set travels into every row of its neuron set
+    written = _read(tmp_path / "t3.csv")
+    assert {(r["rnd_reference_degenerate"], r["rnd_reference_share"]) for r in written} == {("True", "0.666667")}
     paired3 = _read(tmp_path / "t3p.csv")
     assert len(paired3) == 1 and paired3[0]["n"] == "2" and paired3[0]["neuron_set"] == "rnd"
 

@@ -55,11 +55,27 @@ def _kind_order(row) -> bool:
     return row["kind"] != "format"
 
 
+REFERENCE_FLAGS = ("reference_share", "reference_degenerate")
+
+
+def reference_flags(items) -> dict[str, dict]:
+    """Per neuron set, how degenerate its reference set is (the similarity job measured it; every file of a
+    set has the same references): the share of neurons under the most common reference text, and the flag."""
+    flags: dict[str, dict] = {}
+    for item in items:
+        rows = read_parquet(item["path"], columns=list(REFERENCE_FLAGS)).slice(0, 1).to_pylist()
+        if rows and item["neuron_set"] not in flags:
+            flags[item["neuron_set"]] = rows[0]
+    return flags
+
+
 def table3(paths, out_path, paired_path, settings: TablesSettings) -> list[dict]:
     """Per explainer and format, each neuron set's paired mean ± SEM similarity, plus the average over sets.
     Paths: ``.../similarity/{neuron_set}/{explainer}/{format}.parquet``."""
-    groups = _groups(path_fields(paths, ["neuron_set", "explainer"]), ("explainer", "neuron_set"), _neuron, settings)
+    items = path_fields(paths, ["neuron_set", "explainer"])
+    groups = _groups(items, ("explainer", "neuron_set"), _neuron, settings)
     sets = sorted({s for _, s in groups})
+    flags = reference_flags(items)
     rows: dict[tuple, dict] = {}
     paired = []
     for (explainer, neuron_set), by_method in sorted(groups.items()):
@@ -68,11 +84,12 @@ def table3(paths, out_path, paired_path, settings: TablesSettings) -> list[dict]
             kind = settings.kind_of(name)
             row = rows.setdefault((explainer, name), {"kind": kind, "explainer": explainer, "format": name})
             row.update(cell.columns(f"{neuron_set}_"))
+            row.update({f"{neuron_set}_{k}": v for k, v in flags.get(neuron_set, {}).items()})
     for row in rows.values():
         row["average"] = set_average(row, sets)
     out = sorted(rows.values(), key=lambda r: (r["explainer"], _kind_order(r), r["format"]))
-    write_csv(out, out_path, ["kind", "explainer", "format"] + [f"{s}_{k}" for s in sets for k in CELL_STATS]
-              + ["average"])
+    write_csv(out, out_path, ["kind", "explainer", "format"]
+              + [f"{s}_{k}" for s in sets for k in (*CELL_STATS, *REFERENCE_FLAGS)] + ["average"])
     write_csv(paired, paired_path, ["explainer", "neuron_set", *PAIRED_COLUMNS])
     return out
 
