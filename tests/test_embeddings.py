@@ -222,7 +222,11 @@ def test_open_client_starts_local_embedder(tmp_path):
 
     ref = " words related to comparison."
     pairs = [("comparisons between different entities or situations.", ref), ("the capital of France", ref)]
-    role = {"provider": "local", "model": "all-minilm-l6-v2"}
+    from autointerp.llm.settings import EmbedderRole
+    from workflow_utils import validated, tiny_config
+
+    config = validated(tiny_config(embedders={"minilm": {"provider": "local", "model": "all-minilm-l6-v2"}}))
+    role = EmbedderRole.model_validate(config["embedders"]["minilm"])
     with open_client("embedder", role, cache_dir=str(tmp_path / "cache")) as client:
         sims = asyncio.run(similarity_to_reference(client, pairs))
         assert client.cfg.endpoint_id == "local-embedder/mean-norm1-256"

@@ -462,7 +462,7 @@ def _check_merged(engine: LocalEngine, raw, merged, n_top: int, context: list[in
 
 
 def test_number_aware_merge_equals_brute_force(digit_engine, monkeypatch):
-    from autointerp.engine import engine as engine_module
+    from autointerp.engine import logprobs as logprobs_module
 
     raw = digit_engine.prompt_logprobs(DIGIT_PROMPT, 15)
     merged = digit_engine.prompt_logprobs(DIGIT_PROMPT, 15, merge_digit_numbers=True)
@@ -474,7 +474,7 @@ def test_number_aware_merge_equals_brute_force(digit_engine, monkeypatch):
     merged3 = digit_engine.prompt_logprobs(DIGIT_PROMPT, 3, merge_digit_numbers=True)
     _check_merged(digit_engine, raw3, merged3, 3, [])
     # chunked extra pass (here 4 queries per forward instead of 128): same values
-    monkeypatch.setattr(engine_module, "_DIGIT_CHUNK", 4)
+    monkeypatch.setattr(logprobs_module, "DIGIT_CHUNK", 4)
     chunked = digit_engine.prompt_logprobs(DIGIT_PROMPT, 15, merge_digit_numbers=True)
     assert chunked.digit_merged == merged.digit_merged
     _assert_same_pl(chunked, merged)

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from autointerp.engine.engine import EngineError
+from autointerp.engine.validation import EngineError
 
 log = logging.getLogger("autointerp.engine.embedder")
 

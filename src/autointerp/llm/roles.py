@@ -50,8 +50,10 @@ def open_client(role: str, endpoint: Endpoint, *, cache_dir: str | None, engine_
         engine = LocalEngine(engine_folder(engine_dir), threads=threads, model_name=cfg["model"],
                              number_aware_logprobs=True, number_aware_after="\t")
         cfg["cache_endpoint"] = "local-engine/number-aware-after-tab"
-        # The engine serves one request at a time (CPU-bound): a deep client queue would only time out.
-        cfg["concurrency"] = min(int(cfg.get("concurrency", 2)), 2)
+        # The engine serves one request at a time (CPU-bound), so a client queue gains nothing; and one request
+        # in flight fixes the order in which the prefix cache fills, which makes results byte-reproducible (a
+        # cached prefix reproduces logits only to float rounding, so the order must not vary between runs).
+        cfg["concurrency"] = 1
         cfg["timeout_s"] = max(float(cfg.get("timeout_s", 60)), 900.0)
         with serve(engine, host="127.0.0.1", port=0) as base_url:
             cfg["base_url"] = base_url
