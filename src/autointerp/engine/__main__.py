@@ -9,28 +9,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
+from autointerp.common.io import atomic_write_text
+
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with serve(engine, host=args.host, port=args.port) as url:
         if args.ready_file is not None:
-            _write_atomic(args.ready_file, url + "\n")
+            atomic_write_text(args.ready_file, url + "\n")
         print(url, flush=True)
         try:
             while not stop.wait(0.5):

@@ -44,6 +44,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+from autointerp.common.io import read_jsonl, read_parquet, write_csv
+from autointerp.simulate.scoring import mean_sem
+
 SCHEMA_VERSION = 1
 TEMPLATE_APP_ID = 0x68657654  # "hevT": PRAGMA application_id of a study template (rating databases keep 0)
 MAX_NAME_LENGTH = 64
@@ -193,15 +196,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 # --------------------------------------------------------------------------------------------------- preparation
-def _read_jsonl(path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
 def _train_excerpts(records_path) -> dict[tuple[int, int], dict]:
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(records_path)
+    table = read_parquet(records_path)
     need = {"layer", "neuron", "split", "tokens", "activations"}
     if missing := need - set(table.column_names):
         raise StudyError(f"{records_path}: records lack columns {sorted(missing)}")
@@ -241,7 +237,7 @@ def _explanations(files: Sequence, sample: int) -> tuple[list[str], dict[tuple[i
         if path.name.endswith(".failures.jsonl"):
             raise StudyError(f"{path}: a failures file, not explanations")
         file_formats = set()
-        for line in _read_jsonl(path):
+        for line in read_jsonl(path):
             fmt = str(line.get("format") or path.stem)
             file_formats.add(fmt)
             if int(line.get("sample", 0)) != sample or line.get("valid") is False:
@@ -715,17 +711,6 @@ def _read_export(path: Path) -> list[dict]:
     return rows
 
 
-def _mean_sem(values: Sequence[float]) -> tuple[float, float]:
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan
-    mean = sum(values) / n
-    if n < 2:
-        return mean, math.nan
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(var / n)
-
-
 def table5(inputs: Sequence, out_csv=None) -> list[dict]:
     """Table 5 of Lee et al. 2023: per (explainer, format), the mean rating ± SEM over all individual ratings
     (ddof=1) and the % of best choices it received.
@@ -755,15 +740,14 @@ def table5(inputs: Sequence, out_csv=None) -> list[dict]:
         n_choices = len(choices[explainer])
         for fmt in format_order[explainer]:
             cell = by[(explainer, fmt)]
-            mean, sem = _mean_sem(cell["scores"])
+            stats = mean_sem(cell["scores"])
+            mean, sem = stats["mean"], stats["sem"]
             out.append({"explainer": explainer, "format": fmt, "n_ratings": len(cell["scores"]), "mean": mean,
                         "sem": sem, "n_best": cell["best"], "n_choices": n_choices,
                         "pct_best": 100.0 * cell["best"] / n_choices if n_choices else math.nan,
                         "n_items": len(cell["items"]), "n_raters": len(cell["raters"]),
                         "n_studies": len(cell["studies"])})
     if out_csv is not None:
-        from autointerp.prompts.stage import write_csv
-
         write_csv(out, out_csv, TABLE5_COLUMNS)
     return out
 

@@ -15,7 +15,7 @@ import json
 from autointerp.prompts.formats import FORMATS, PromptFormat, SeedMutationState, get_format, render, variant_from_config
 from autointerp.common.settings import Settings
 from autointerp.common.snakemake_io import RuleIO
-from autointerp.common.io import atomic_write_text, write_csv  # write_csv: re-used by human_eval.store
+from autointerp.common.io import atomic_write_text
 from autointerp.extract.records import load_records
 
 
