@@ -52,7 +52,8 @@ def open_client(role: str, endpoint: Endpoint, *, cache_dir: str | None, engine_
         cfg["cache_endpoint"] = "local-engine/number-aware-after-tab"
         # The engine serves one request at a time (CPU-bound), so a client queue gains nothing; and one request
         # in flight fixes the order in which the prefix cache fills, which makes results byte-reproducible (a
-        # cached prefix reproduces logits only to float rounding, so the order must not vary between runs).
+        # cached prefix reproduces logits only to float rounding, so the order must not vary between runs; stages
+        # run no more tasks than this at once, since cache lookups in threads would reorder waiting tasks).
         cfg["concurrency"] = 1
         cfg["timeout_s"] = max(float(cfg.get("timeout_s", 60)), 900.0)
         with serve(engine, host="127.0.0.1", port=0) as base_url:

@@ -48,7 +48,10 @@ async def _simulate_all(client, explanations: list[dict], records: dict, role: S
     async def one(line):
         entry = records[NeuronId(line["layer"], line["neuron"])]
         sims = await simulate_sequences(client, line["explanation"], [r.tokens for r in entry["valid"]],
-                                        mode=role.mode, top_logprobs=role.top_logprobs, seed=role.seed)
+                                        mode=role.mode, top_logprobs=role.top_logprobs, seed=role.seed,
+                                        # No more tasks than the client sends at once: with the embedded engine
+                                        # (one at a time) requests then reach it in a fixed order.
+                                        concurrency=client.cfg.concurrency)
         return line, entry, sims
 
     # Neurons one after another keeps the engine's prefix cache warm; sequences within a neuron run concurrently.
