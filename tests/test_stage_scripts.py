@@ -46,7 +46,7 @@ def _records(path) -> None:
     for layer, neuron in NEURONS:
         for split, source, n in (("train", "top", 5), ("valid", "top", 5), ("valid", "random", 5)):
             for i in range(n):
-                tokens = [" the", " cat", f" w{i}", " sat"]
+                tokens = [" the", " cat", f" w{i}" if source == "top" else f" r{i}", " sat"]
                 # top records peak on " cat" (i < 3) or on " w3"/" w4" (i >= 3, higher peaks)
                 peak = [0.0, 1.0 + i, 0.5, 0.0] if i < 3 else [0.0, 0.5, 2.0 + i, 0.0]
                 acts = peak if source == "top" else [0.0, 0.0, 0.1, 0.0]
@@ -91,6 +91,14 @@ def run(tmp_path_factory):
         yield work, list(server.requests)
 
 
+def derived(layer: int, neuron: int, index: int, fmt: str = "Original") -> int:
+    """The documented request seed (config/README.md): sha256 of 'seed|layer|neuron|format|index', 31 bits."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{SEED}|{layer}|{neuron}|{fmt}|{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1
+
+
 def _chats(requests, marker):
     return [r.body for r in requests if r.path == "/v1/chat/completions"
             and marker in r.body["messages"][-1]["content"]]
@@ -105,16 +113,18 @@ def test_explain_settings_reach_requests_and_cache_keys(run):
     good = _chats(requests, "NEURON-1-7")
     assert len(good) == 1
     assert {k: good[0][k] for k in ("model", "temperature", "top_p", "max_tokens", "seed")} == \
-        {"model": "loop-model", "temperature": 0.7, "top_p": 0.9, "max_tokens": 33, "seed": SEED}
+        {"model": "loop-model", "temperature": 0.7, "top_p": 0.9, "max_tokens": 33, "seed": derived(1, 7, 0)}
     # the neuron with unusable replies: one regular sample + exactly max_extra_samples extra ones, each seeded apart
     bad = _chats(requests, "NEURON-0-5")
-    assert sorted(b["seed"] for b in bad) == [SEED, SEED + 1, SEED + 2]
+    expected = sorted(derived(0, 5, i) for i in range(1 + EXTRA))
+    assert sorted(b["seed"] for b in bad) == expected and len(set(expected)) == 1 + EXTRA
     chat_material = [c["request"] for c in _cached(work) if c["request"]["op"] == "chat"
                      and "NEURON-0-5" in c["request"]["messages"][-1]["content"]]
-    assert sorted(m["params"]["seed"] for m in chat_material) == [SEED, SEED + 1, SEED + 2]
+    assert sorted(m["params"]["seed"] for m in chat_material) == expected
     assert {m["params"]["temperature"] for m in chat_material} == {0.7}
     lines = [json.loads(x) for x in (work / RUN / "explanations/rnd/loop/Original.jsonl").read_text().splitlines()]
-    assert [(x["layer"], x["neuron"], x["params"]["seed"]) for x in lines] == [(1, 7, SEED)]
+    assert [(x["layer"], x["neuron"], x["params"]["seed"], x["params"]["request_seed"]) for x in lines] == \
+        [(1, 7, SEED, derived(1, 7, 0))]
     assert "latency_s" not in lines[0] and "cache_hit" not in lines[0]  # measurements live in the usage file
     failures = [json.loads(x) for x in (work / RUN / "explanations/rnd/loop/Original.failures.jsonl").read_text()
                 .splitlines()]
@@ -124,7 +134,7 @@ def test_explain_settings_reach_requests_and_cache_keys(run):
 def test_puzzle_explanations_use_puzzles_samples(run):
     work, requests = run
     bodies = _chats(requests, "NEURON-0-0")
-    assert sorted(b["seed"] for b in bodies) == [SEED + i for i in range(SAMPLES)]
+    assert sorted(b["seed"] for b in bodies) == sorted(derived(0, 0, i) for i in range(SAMPLES))
 
 
 def test_simulator_and_embedder_settings_reach_requests(run):

@@ -189,6 +189,11 @@ def _leaf(typ):
     return typ
 
 
+def canonical_json(value) -> str:
+    """Key-sorted, compact, UTF-8 JSON (no NaN): equal data gives equal bytes (cache keys, prompt lines, hashes)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def read_jsonl(path, *, fix: str | None = None, error: type[Exception] = InputFileError) -> list[dict]:
     """One JSON object per non-blank line, strictly: a truncated last line, a corrupt line or non-UTF-8 bytes raise
     ``error`` as ``path:line: not valid JSON (...)`` with ``fix`` (default: delete the file and rerun its rule)."""

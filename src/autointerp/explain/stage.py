@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import logging
 import re
@@ -73,9 +74,15 @@ class ExplainOutcome:
     totals: dict = field(default_factory=dict)
 
 
-def sample_seed(seed: int | None, index: int) -> int | None:
-    """Sample ``index`` of a neuron is drawn with its own seed, so n samples are n distinct, repeatable draws."""
-    return None if seed is None else seed + index
+def sample_seed(seed: int | None, prompt: dict, index: int) -> int | None:
+    """The request seed of sample ``index`` of one prompt: sha256 of ``seed|layer|neuron|format|index``, first 4
+    bytes, as a 31-bit integer. Every (neuron, format, sample) gets its own repeatable draw: one seed shared by
+    all neurons made a small explainer write the same words for 5 of 6 neurons (same random numbers, similar
+    prompts), and sharing it across formats would couple the samples the formats are compared on."""
+    if seed is None:
+        return None
+    material = f"{seed}|{prompt['layer']}|{prompt['neuron']}|{prompt['format']}|{index}".encode()
+    return int.from_bytes(hashlib.sha256(material).digest()[:4], "big") >> 1
 
 
 async def _explain_one(client, prompt: dict, sample: int, s: ExplainSettings, model: str) -> tuple[dict | None, list]:
@@ -85,14 +92,15 @@ async def _explain_one(client, prompt: dict, sample: int, s: ExplainSettings, mo
         # Extra samples (for unusable replies) take indices after every regular sample: never a regular one's seed.
         index = sample if extra == 0 else s.samples + sample * s.max_extra_samples + extra - 1
         result = await client.chat(prompt["messages"], temperature=r.temperature, top_p=r.top_p,
-                                   max_tokens=r.max_tokens, seed=sample_seed(r.seed, index), sample_index=index)
+                                   max_tokens=r.max_tokens, seed=sample_seed(r.seed, prompt, index),
+                                   sample_index=index)
         explanation = clean_explanation(result.text)
         record = {
             "layer": prompt["layer"], "neuron": prompt["neuron"], "format": prompt["format"], "sample": sample,
             "sample_index": index, "explanation": explanation, "raw_completion": result.text,
             "valid": explanation is not None, "model": model, "finish_reason": result.finish_reason,
             "params": {"temperature": r.temperature, "top_p": r.top_p, "max_tokens": r.max_tokens,
-                       "seed": sample_seed(r.seed, index)},
+                       "seed": r.seed, "request_seed": sample_seed(r.seed, prompt, index)},
             # Only what the same config reproduces; latency and cache hits are measurements (the usage file).
             "usage": {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens},
             "cache_key": result.cache_key, "prompt_hash": prompt.get("prompt_hash"),

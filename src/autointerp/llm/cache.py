@@ -15,12 +15,9 @@ import secrets
 import time
 from pathlib import Path
 from typing import Any, Iterator
+from autointerp.common.io import canonical_json
 
 CACHE_FORMAT = 1
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def cache_key(material: dict[str, Any]) -> str:

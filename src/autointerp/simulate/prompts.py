@@ -17,7 +17,7 @@ from autointerp.prompts.formats import (
     max_activation,
     normalize_activations,
 )
-from autointerp.prompts.formats.render import END_OF_PROMPT
+from autointerp.prompts.formats.render import instruction_text
 
 UNKNOWN = "unknown"
 
@@ -100,7 +100,7 @@ def build_simulator_prompt(explanation: str, tokens: Sequence[str], *,
     messages.append({"role": "assistant",
                      "content": head + "\n".join(f"{t}\t{UNKNOWN}" for t in tokens) + "\n<end>\n"})
 
-    text = "".join(m["content"] for m in messages[:-1]) + END_OF_PROMPT + messages[-1]["content"]
+    text = instruction_text(messages)  # the last user turn is the one before the final assistant turn
     offsets, pos = [], len(text) - len(messages[-1]["content"]) + len(head)
     for t in tokens:
         pos += len(t) + 1  # the token, then the TAB

@@ -7,10 +7,10 @@ Mirrors ``TokenActivationPairExplainer.make_explanation_prompt`` and SEED's four
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
+from autointerp.common.io import canonical_json
 from autointerp.common.records import ActivationRecord, NeuronId
 from autointerp.prompts.formats.few_shot import SEED_STATE, FewShotExample, SeedMutationState, load_few_shot_set
 from autointerp.prompts.formats.records import format_token_values, max_activation, non_zero_proportion, normalize_activations
@@ -59,10 +59,6 @@ class RenderedPrompt:
     def to_json_line(self, neuron_id: NeuronId, format_name: Optional[str] = None) -> str:
         """The JSONL line (no trailing newline), byte-stable for equal inputs."""
         return canonical_json(self.to_json_dict(neuron_id, format_name))
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def prompt_hash(rendered: RenderedPrompt) -> str:
@@ -138,9 +134,14 @@ def _assemble(
     max_a = max_activation(target if fmt.max_over_all_records else shown)
     add(len(examples) + 1, _render_block(fmt, shown, max_a, target_cutoff, mutate), None)
 
-    last_user = max(i for i, m in enumerate(instruct) if m["role"] == "user")
-    text = "".join(m["content"] + (END_OF_PROMPT if i == last_user else "") for i, m in enumerate(instruct))
-    return chat, text, omitted
+    return chat, instruction_text(instruct), omitted
+
+
+def instruction_text(messages: Sequence[dict]) -> str:
+    """The reference's INSTRUCTION_FOLLOWING string of a chat: the contents joined, with ``<|endofprompt|>``
+    after the last user turn (explainer and simulator prompts both)."""
+    last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    return "".join(m["content"] + (END_OF_PROMPT if i == last_user else "") for i, m in enumerate(messages))
 
 
 def render(
