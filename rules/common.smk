@@ -32,9 +32,8 @@ def explainer_formats(name):
     return sorted(config["explainers"][name].get("formats") or FORMATS)
 
 
-EMBEDDED = EMBEDDED_SMOLLM2
 # The embedded engine reuses the subject's prepared folder when the subject is the embedded model.
-ENGINE_MODEL_ID = SUBJECT if config["subject"]["model"] == EMBEDDED else "embedded-smollm2"
+ENGINE_MODEL_ID = SUBJECT if config["subject"]["model"] == EMBEDDED_SMOLLM2 else "embedded-smollm2"
 MODEL_IDS = sorted({SUBJECT, ENGINE_MODEL_ID})
 # Remote roles' key variables: checked at start and forwarded to cluster jobs; values are read in scripts only.
 API_KEY_VARS = sorted(

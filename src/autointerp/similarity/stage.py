@@ -109,7 +109,7 @@ def run_similarity_job(settings: SimilaritySettings, io: RuleIO, references: dic
     degenerate = bool(share > DEGENERATE_SHARE) and len(references or {}) >= 3
     if degenerate:
         log.warning("degenerate reference set: one reference text stands for %.0f%% of %d neurons (%s)",
-                    100 * share, len(references), settings.reference.kind if settings.reference else "?")
+                    100 * share, len(references), settings.reference.kind)
     pairs = []
     for x in lines:
         ref = x.get("ground_truth") if references is None else references.get((x["layer"], x["neuron"]))
