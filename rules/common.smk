@@ -60,9 +60,15 @@ def engine_inputs(role):
     return get
 
 
+# local_engine is a count of CPU lanes (profiles/default: 2). A job that asks for more than the limit gets
+# the limit (Snakemake caps resources at the --resources value), so ALL_LANES means "alone on the machine".
+ALL_LANES = 1024
+
+
 def engine_slots(role):
-    """1 for jobs that run the embedded engine: with the profile's local_engine=1 they run one at a time,
-    so several engines never fight over the same cores (--cores 8 on a 2-core laptop)."""
+    """1 for jobs that run the embedded engine (one thread each, ``llm.engine_threads``): with the profile's
+    local_engine=2 two run at once on a 2-core laptop, and never more however large --cores is (the README's
+    --cores 8 on 2 cores); two 1-thread engines out-run one 2-thread engine (measured in docs/performance.md)."""
 
     def get(wildcards):
         return 1 if config[role][getattr(wildcards, role[:-1])]["provider"] == "local" else 0

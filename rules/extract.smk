@@ -69,9 +69,9 @@ rule extract_activations:
         "benchmarks/{subject}/{corpus}/extract_activations.tsv"
     threads: 8
     resources:
-        # GPU, partition and runtime for clusters are set in profiles/slurm. The local_engine slot keeps
-        # CPU-heavy jobs (engine, N2G) from running beside the extraction on a laptop.
-        local_engine=1,
+        # GPU, partition and runtime for clusters are set in profiles/slurm. Locally the extraction takes every
+        # CPU lane: its threads would spin-wait for cores held by an engine job beside it.
+        local_engine=ALL_LANES,
         mem_mb=16000,
         runtime=240,
     conda:

@@ -19,9 +19,9 @@ rule n2g:
         "logs/{subject}/{corpus}/n2g/{neuron_set}.log",
     benchmark:
         "benchmarks/{subject}/{corpus}/n2g/{neuron_set}.tsv"
-    threads: 2
+    threads: 1
     resources:
-        # CPU-bound like the engine jobs: take the same slot so they never thrash each other's cores.
+        # CPU-bound like the engine jobs: one lane, one thread.
         local_engine=1,
         mem_mb=4000,
         runtime=120,

@@ -212,3 +212,42 @@ def test_number_aware_after_with_the_prefix_cache(tab_digit_model_dir):
                 assert ("10" in a) == ("10" in b)
                 if "10" in a:
                     assert abs(a["10"] - b["10"]) < 1e-4
+
+
+# ------------------------------------------------------------------------------------------------ echo_positions_near
+
+def test_echo_positions_near_tab_computes_only_those_rows(tab_digit_model_dir):
+    """The simulator's engine computes echoed logprobs only next to a TAB: the same values there as a full
+    echo (prefix cache on, so later prompts reuse sparse rows), None elsewhere, tokens and offsets complete;
+    the HTTP server applies the engine's default and lets a request ask for every row."""
+    sparse = LocalEngine(tab_digit_model_dir, cache_entries=4, number_aware_logprobs=True, number_aware_after="\t",
+                         echo_positions_near="\t")
+    full = LocalEngine(tab_digit_model_dir, cache_entries=0, number_aware_logprobs=True, number_aware_after="\t")
+    prompts = [TAB_PROMPT, TAB_PROMPT[: len(TAB_PROMPT) // 2] + "mat\t3\nhome\t7\n"]
+    for prompt in prompts:
+        got = sparse.prompt_logprobs(prompt, N_TOP, positions_near="\t")
+        ref = full.prompt_logprobs(prompt, N_TOP)
+        assert got.tokens == ref.tokens and got.text_offset == ref.text_offset
+        # from the text, not the engine's own token test: tokens right after a TAB, or a TAB merged with more
+        near = {i for i, (o, t) in enumerate(zip(ref.text_offset, ref.tokens))
+                if prompt[:o].endswith("\t") or (t.startswith("\t") and len(t) > 1)}
+        assert len(near) == prompt.count("\t")
+        computed = {i for i, d in enumerate(got.top_logprobs) if d is not None}
+        assert computed == near
+        for i in near:
+            assert got.top_logprobs[i].keys() == ref.top_logprobs[i].keys()
+            assert all(abs(v - ref.top_logprobs[i][t]) < 1e-4 for t, v in got.top_logprobs[i].items())
+            assert abs(got.token_logprobs[i] - ref.token_logprobs[i]) < 1e-4
+        assert all(got.token_logprobs[i] is None for i in range(len(got.tokens)) if i not in near)
+
+    echo = {"model": "m", "prompt": TAB_PROMPT, "echo": True, "max_tokens": 0, "logprobs": 5}
+    with serve(sparse) as base_url:
+        status, body = _post(base_url, "/completions", json.dumps(echo).encode())
+        assert status == 200
+        default = body["choices"][0]["logprobs"]["top_logprobs"]
+        status, body = _post(base_url, "/completions", json.dumps(dict(echo, echo_positions_near=None)).encode())
+        every = body["choices"][0]["logprobs"]["top_logprobs"]
+        status, bad = _post(base_url, "/completions", json.dumps(dict(echo, echo_positions_near=1)).encode())
+    assert 0 < sum(d is not None for d in default) == TAB_PROMPT.count("\t") < len(default)
+    assert all(d is not None for d in every[1:])
+    assert status == 400 and bad["error"]["param"] == "echo_positions_near"

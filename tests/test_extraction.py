@@ -123,3 +123,21 @@ def test_shard_schema_is_documented(model, tokens):
     for field in table.schema:
         assert f"`{field.name}`" in doc, field.name
     assert isinstance(table.schema.field("top_activations").type, pa.FixedSizeListType)
+
+
+def test_forward_stops_after_the_last_configured_hook(model, tokens):
+    """Layers past the deepest configured one and the unembedding never run; the shallow layer's tables are
+    the same as when it is extracted together with the last layer."""
+    fired = []
+    model.bridge.add_hook("blocks.1.hook_resid_pre", lambda t, hook=None: fired.append("block1"))
+    model.bridge.add_hook("unembed.hook_out", lambda t, hook=None: fired.append("unembed"))
+    try:
+        settings = ExtractionSettings(layers=[0], hook=HOOK, top_k=7, random_n=9, quantiles=QUANTILES, seed=3,
+                                      batch_size=8)
+        shallow = extract(model, tokens, settings).states[0].to_table(0, QUANTILES, {"model": "tiny"})
+        assert fired == []
+        extract(model, tokens, ExtractionSettings(layers=[1], hook=HOOK, batch_size=8))
+        assert "block1" in fired and "unembed" not in fired
+    finally:
+        model.bridge.reset_hooks(including_permanent=True)
+    assert shallow.equals(tables(model, tokens)[0])

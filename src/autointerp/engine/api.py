@@ -12,6 +12,10 @@ digit-splitting tokenizers; see ``logprobs.py``). Absent, the engine's ``number_
 server whose engine was built with ``number_aware_logprobs=True`` (CLI ``--number-aware-logprobs``) gives it to
 the unmodified OpenAI client; with the openai package, send the field as ``extra_body={"merge_digit_numbers": ...}``.
 Tokens generated after the prompt (``max_tokens > 0``) are not merged.
+
+Second non-standard field: ``"echo_positions_near": "\t"`` (or null for every position) limits the echoed
+``top_logprobs``/``token_logprobs`` to the tokens that follow, or begin with, that text; the other entries are
+null (tokens and offsets stay complete). Absent, the engine's ``echo_positions_near`` decides.
 """
 
 from __future__ import annotations
@@ -151,13 +155,16 @@ def completion(engine: LocalEngine, body: dict[str, Any], seen: set[str] | None 
     merge = body.get("merge_digit_numbers")
     if merge is not None and not isinstance(merge, bool):
         raise RequestError("merge_digit_numbers must be a boolean", "merge_digit_numbers")
+    near = body.get("echo_positions_near", engine.echo_positions_near)
+    if near is not None and not isinstance(near, str):
+        raise RequestError("echo_positions_near must be a string or null", "echo_positions_near")
     max_tokens = _max_tokens(body, 16)
     text, lp = "", None
     prompt_tokens, completion_tokens, finish = 0, 0, "length"
     if echo:
         text = prompt
         if n_top is not None:
-            pl = engine.prompt_logprobs(prompt, top_logprobs=n_top, merge_digit_numbers=merge)
+            pl = engine.prompt_logprobs(prompt, top_logprobs=n_top, merge_digit_numbers=merge, positions_near=near)
             lp = pl.legacy()
             prompt_tokens = len(pl.tokens)
         else:

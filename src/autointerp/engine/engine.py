@@ -65,6 +65,10 @@ class LocalEngine:
     ``number_aware_logprobs``: the default of ``prompt_logprobs(merge_digit_numbers=...)`` (and so of the HTTP
     server's echo path): merged "10" / complete-"1" entries for digit-splitting tokenizers (``logprobs.py``).
     ``number_aware_after``: apply that mode only at positions right after a token ending with this text ("\\t").
+    ``echo_positions_near``: the default of ``prompt_logprobs(positions_near=...)`` (and so of the HTTP server's
+    echo path): compute prompt logprobs only at the tokens that follow, or begin with, this text ("\\t": the
+    simulator reads nothing else). The unembedding (49,152 logits per token) then runs on ~64 of a ~250-token
+    simulator tail, and the response carries ~64 instead of ~1,100 top-N dicts.
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class LocalEngine:
         model_name: str | None = None,
         number_aware_logprobs: bool = False,
         number_aware_after: str | None = None,
+        echo_positions_near: str | None = None,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -104,6 +109,7 @@ class LocalEngine:
         self._digit_ids = echo.detect_digits(self.table, self.tokenize)
         self.number_aware_logprobs = bool(number_aware_logprobs)
         self.number_aware_after = number_aware_after
+        self.echo_positions_near = echo_positions_near or None
         if self.number_aware_logprobs and self._digit_ids is None:
             log.warning("number_aware_logprobs: this tokenizer does not split numbers into single-digit tokens "
                         "(or has a \"10\" token); the mode changes nothing")
@@ -231,7 +237,7 @@ class LocalEngine:
 
     def prompt_logprobs(
         self, prompt: str, top_logprobs: int = 15, positions: Iterable[int] | None = None,
-        merge_digit_numbers: bool | None = None,
+        merge_digit_numbers: bool | None = None, positions_near: str | None = None,
     ) -> PromptLogprobs:
         """Echo logprobs of ``prompt``: one forward pass (minus any reused prefix), no sampling.
 
@@ -241,8 +247,10 @@ class LocalEngine:
         "10" = P("1")·P("0" | ..1) and "1" = P("1")·(1 − P(digit | ..1)), re-sort, keep N (only right after
         ``number_aware_after`` when that is set). One extra batched forward over those positions. None: the
         engine's ``number_aware_logprobs`` (False unless constructed so).
+        ``positions_near``: only tokens that follow a token ending with this text, or that begin with it (within
+        ``positions`` when both are given); the other entries are None. Tokens and offsets stay complete.
         """
-        return echo.prompt_logprobs(self, prompt, top_logprobs, positions, merge_digit_numbers)
+        return echo.prompt_logprobs(self, prompt, top_logprobs, positions, merge_digit_numbers, positions_near)
 
     # cache control (for benchmarks and tests)
     def clear_cache(self) -> None:

@@ -124,8 +124,20 @@ def merge_ten(top: dict[str, float], lp_one: float, lq0: float, lnodigit: float,
     return dict(ranked[:k])
 
 
+def positions_near(strings: Sequence[str], text_ids: Sequence[int], near: str) -> list[int]:
+    """Indices of the tokens that follow a token ending with ``near``, or that begin with it and go on (a merged
+    "\t5": the value is read from that row, as the simulator's parser does)."""
+    out = []
+    for i, t in enumerate(text_ids):
+        prev = strings[text_ids[i - 1]] if i > 0 and text_ids[i - 1] < len(strings) else ""
+        here = strings[t] if t < len(strings) else ""
+        if prev.endswith(near) or (here.startswith(near) and len(here) > len(near)):
+            out.append(i)
+    return out
+
+
 def prompt_logprobs(engine: LocalEngine, prompt: str, top_logprobs: int, positions: Iterable[int] | None,
-                    merge_digit_numbers: bool | None) -> PromptLogprobs:
+                    merge_digit_numbers: bool | None, near: str | None = None) -> PromptLogprobs:
     """``LocalEngine.prompt_logprobs`` (documented there)."""
     k = check_top(top_logprobs, "top_logprobs", allow_zero=True)
     if merge_digit_numbers is None:
@@ -141,6 +153,8 @@ def prompt_logprobs(engine: LocalEngine, prompt: str, top_logprobs: int, positio
         return PromptLogprobs([], [], [], [], [], [], True, [] if merge_digit_numbers else None)
     engine._check_length(len(ids))
     wanted = range(n_text) if positions is None else sorted({int(p) for p in positions if 0 <= int(p) < n_text})
+    if near:
+        wanted = sorted(set(wanted) & set(positions_near(engine.table.strings, text_ids, near)))
     needed_rows = sorted({i + b - 1 for i in wanted if i + b - 1 >= 0})  # row r predicts token r + 1
     with engine._lock:
         rows, _, _ = engine._forward(ids, needed_rows, max(k, 1), want_last=False, keep=True, digits=k if merge else 0)

@@ -32,6 +32,10 @@ class ExtractionError(ValueError):
     """Bad extraction input; the message says what and how to fix it."""
 
 
+class _HooksDone(Exception):
+    """Raised by the last hook of a batch to end the forward pass early (run_with_hooks removes the hooks)."""
+
+
 @dataclass
 class ExtractionSettings:
     layers: list[int]
@@ -255,11 +259,17 @@ def extract(model, token_ids: np.ndarray, settings: ExtractionSettings, *, excer
         layer: LayerState(model.d_mlp, settings.top_k, length, rand, n_total, device=device, maxima_dir=maxima_dir)
         for layer in settings.layers
     }
-    current_ids = {}
+    current = {"ids": None, "pending": set()}
 
     def make_hook(layer):
         def hook(tensor, hook=None):
-            states[layer].update(tensor.detach(), current_ids["ids"])
+            states[layer].update(tensor.detach(), current["ids"])
+            current["pending"].discard(layer)
+            if not current["pending"]:
+                # Every configured hook has fired: the rest of the forward (later blocks, final norm and the
+                # unembedding, 49,152 logits per token) would be thrown away. Measured on SmolLM2-135M (all
+                # 30 layers, 2 threads): 22.6 s -> 16.0 s for 128 excerpts.
+                raise _HooksDone
         return hook
 
     hooks = [(model.hook_name(settings.hook, layer), make_hook(layer)) for layer in settings.layers]
@@ -268,8 +278,15 @@ def extract(model, token_ids: np.ndarray, settings: ExtractionSettings, *, excer
     with torch.inference_mode():
         for start in range(0, n, settings.batch_size):
             batch = torch.as_tensor(token_ids[start:start + settings.batch_size], device=device)
-            current_ids["ids"] = torch.arange(start, start + len(batch), dtype=torch.int64) + excerpt_offset
-            model.bridge.run_with_hooks(batch, fwd_hooks=hooks, return_type=None)
+            current["ids"] = torch.arange(start, start + len(batch), dtype=torch.int64) + excerpt_offset
+            current["pending"] = set(settings.layers)
+            try:
+                model.bridge.run_with_hooks(batch, fwd_hooks=hooks, return_type=None)
+            except _HooksDone:
+                pass
+            if current["pending"]:
+                raise ExtractionError(f"hooks of layers {sorted(current['pending'])} did not fire "
+                                      f"(subject.hook {settings.hook!r})")
             run.n_batches += 1
     run.total_seconds = time.perf_counter() - started
     return run

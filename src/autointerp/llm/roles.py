@@ -47,9 +47,11 @@ def open_client(role: str, endpoint: Endpoint, *, cache_dir: str | None, engine_
         # Number-aware logprobs: SmolLM2 splits "10" into "1" "0", which the simulator's digit rule would read
         # as 1; the engine folds P("1" then "0") into a "10" alternative at positions after a TAB.
         threads = usable_threads(threads)
+        # The simulator reads echoed logprobs only at the value after each TAB, so the engine computes only
+        # those rows (the unembedding of the rest was ~20% of a simulation call).
         engine = LocalEngine(engine_folder(engine_dir), threads=threads, model_name=cfg["model"],
-                             number_aware_logprobs=True, number_aware_after="\t")
-        cfg["cache_endpoint"] = "local-engine/number-aware-after-tab"
+                             number_aware_logprobs=True, number_aware_after="\t", echo_positions_near="\t")
+        cfg["cache_endpoint"] = "local-engine/number-aware-after-tab/echo-near-tab"
         # The engine serves one request at a time (CPU-bound), so a client queue gains nothing; and one request
         # in flight fixes the order in which the prefix cache fills, which makes results byte-reproducible (a
         # cached prefix reproduces logits only to float rounding, so the order must not vary between runs; stages
