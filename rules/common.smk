@@ -68,7 +68,7 @@ ALL_LANES = 1024
 def engine_slots(role):
     """1 for jobs that run the embedded engine (one thread each, ``llm.engine_threads``): with the profile's
     local_engine=2 two run at once on a 2-core laptop, and never more however large --cores is (the README's
-    --cores 8 on 2 cores); two 1-thread engines out-run one 2-thread engine (measured in docs/performance.md)."""
+    --cores 8 on 2 cores); two 1-thread engines out-run one 2-thread engine (measured: docs/benchmarks.md)."""
 
     def get(wildcards):
         return 1 if config[role][getattr(wildcards, role[:-1])]["provider"] == "local" else 0
