@@ -14,7 +14,7 @@ the unmodified OpenAI client; with the openai package, send the field as ``extra
 Tokens generated after the prompt (``max_tokens > 0``) are not merged.
 
 Second non-standard field: ``"echo_positions_near": "\t"`` (or null for every position) limits the echoed
-``top_logprobs``/``token_logprobs`` to the tokens that follow, or begin with, that text; the other entries are
+``top_logprobs``/``token_logprobs`` to the tokens that follow that text, or begin with it and go on; the others are
 null (tokens and offsets stay complete). Absent, the engine's ``echo_positions_near`` decides.
 """
 

@@ -66,9 +66,9 @@ class LocalEngine:
     server's echo path): merged "10" / complete-"1" entries for digit-splitting tokenizers (``logprobs.py``).
     ``number_aware_after``: apply that mode only at positions right after a token ending with this text ("\\t").
     ``echo_positions_near``: the default of ``prompt_logprobs(positions_near=...)`` (and so of the HTTP server's
-    echo path): compute prompt logprobs only at the tokens that follow, or begin with, this text ("\\t": the
-    simulator reads nothing else). The unembedding (49,152 logits per token) then runs on ~64 of a ~250-token
-    simulator tail, and the response carries ~64 instead of ~1,100 top-N dicts.
+    echo path): compute prompt logprobs only at the tokens that follow this text, or begin with it and go on
+    ("\\t": the simulator reads nothing else). The unembedding (49,152 logits per token) then runs on one row
+    per excerpt token instead of ~4, and the response carries that many top-N dicts instead of one per token.
     """
 
     def __init__(
@@ -247,7 +247,7 @@ class LocalEngine:
         "10" = P("1")·P("0" | ..1) and "1" = P("1")·(1 − P(digit | ..1)), re-sort, keep N (only right after
         ``number_aware_after`` when that is set). One extra batched forward over those positions. None: the
         engine's ``number_aware_logprobs`` (False unless constructed so).
-        ``positions_near``: only tokens that follow a token ending with this text, or that begin with it (within
+        ``positions_near``: only tokens that follow a token ending with this text, or begin with it and go on (within
         ``positions`` when both are given); the other entries are None. Tokens and offsets stay complete.
         """
         return echo.prompt_logprobs(self, prompt, top_logprobs, positions, merge_digit_numbers, positions_near)
