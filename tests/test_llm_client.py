@@ -126,14 +126,15 @@ def test_requests_per_minute_is_honoured(make_client, loopback):
 
 def test_tokens_per_minute_is_honoured(make_client):
     # One-minute bucket of 30,000 tokens draining at 500 tokens/s: 30 requests of ~1,000 tokens pass at once,
-    # the 31st waits ~2 s for capacity.
+    # the 31st waits until ~2 s after the bucket emptied. Measured from the burst's start: the bucket refills
+    # while the burst runs, so on a loaded machine a slow burst shortens the 31st's own wait by as much.
     client = make_client(tokens_per_minute=30_000, concurrency=64)
     max_tokens = 1000 - estimate_tokens("x0000000") - 4
     assert max_tokens == 994
     _, burst = timed(run_many([chat(client, f"x{i:07d}", max_tokens=max_tokens) for i in range(30)]))
     assert burst < 1.0
     _, wall = timed(chat(client, "y0000000", max_tokens=max_tokens))
-    assert 1.6 <= wall < 4.0
+    assert 1.9 <= burst + wall and wall < 4.0
 
 
 def test_run_many_keeps_order_and_captures_exceptions(make_client, loopback):
