@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 import re  # noqa: E402
 
-from autointerp.common.config import validate_config  # noqa: E402
+from autointerp.common.config import ConfigError, run_dirs, run_name, validate_config  # noqa: E402
 from autointerp.extract.subject_models import EMBEDDED_SMOLLM2  # noqa: E402
 from autointerp.prompts.stage import resolve_format  # noqa: E402
 
@@ -25,7 +25,20 @@ SIMULATORS = sorted(config.get("simulators") or {})
 COMPARED = [e for e in EXPLAINERS if config["explainers"][e].get("role", "compared") == "compared"]
 
 
-RUN = f"results/{SUBJECT}/{CORPUS}"
+# Runs: each config writes its results, logs and benchmarks under its own name (autointerp.common.config.run_dirs;
+# the default run keeps results/ itself). The prepared model, corpus and activations are shared by every run with
+# the same subject and corpus ids (their paths carry no run name; params compare by value, so a preset that changes
+# only LLM roles reuses them).
+RUN_NAME = run_name(config, workflow.overwrite_configfiles or ())
+R, LOGS, BENCH = (run_dirs(RUN_NAME)[k] for k in ("results", "logs", "benchmarks"))
+SHARED = f"results/{SUBJECT}/{CORPUS}"
+RUN = f"{R}/{SUBJECT}/{CORPUS}"
+for _target in sys.argv[1:]:
+    # results/table6.csv with a preset would otherwise be "no rule to produce": say where this run's table is.
+    # (The command line, since Snakemake knows its targets only after the workflow is parsed.)
+    if R != "results" and re.fullmatch(r"results/(table\w*|cost_estimate)\.csv", str(_target)):
+        raise ConfigError(f"{_target} is the default run's file; this config is run {RUN_NAME!r}, so ask for "
+                          f"{R}/{Path(str(_target)).name}")
 
 
 def explainer_formats(name):
@@ -35,15 +48,6 @@ def explainer_formats(name):
 # The embedded engine reuses the subject's prepared folder when the subject is the embedded model.
 ENGINE_MODEL_ID = SUBJECT if config["subject"]["model"] == EMBEDDED_SMOLLM2 else "embedded-smollm2"
 MODEL_IDS = sorted({SUBJECT, ENGINE_MODEL_ID})
-# Remote roles' key variables: checked at start and forwarded to cluster jobs; values are read in scripts only.
-API_KEY_VARS = sorted(
-    {
-        r["api_key_env"]
-        for section in ("explainers", "simulators", "embedders")
-        for r in (config.get(section) or {}).values()
-        if r["provider"] == "openai" and r.get("api_key_env")
-    }
-)
 
 
 def model_dir(wildcards=None):
@@ -81,7 +85,7 @@ def corpus_path(wildcards=None):
 
 
 def activations_dir(wildcards=None):
-    return f"{RUN}/activations"
+    return f"{SHARED}/activations"
 
 
 def neuron_set_inputs(wildcards):
@@ -125,6 +129,34 @@ def explanation_files(wildcards=None):
     return files
 
 
+def explained_prompt_files(wildcards=None):
+    """The prompt files that will be explained (reference explainers only where a reference uses them)."""
+    return [p.replace("/explanations/", "/prompts/", 1) for p in explanation_files()]
+
+
+def puzzle_prompt_files(wildcards=None):
+    return [
+        path
+        for e in COMPARED
+        for path in expand(f"{R}/puzzles/{{puzzle_set}}/prompts/{{explainer}}/{{format}}.jsonl", explainer=e,
+                           format=explainer_formats(e), puzzle_set=PUZZLE_SETS)
+    ]
+
+
+def paid_gate(section, name=None):
+    """The cost estimate, as an input of jobs whose role has a price: it runs (and applies llm.max_cost_usd)
+    before the first paid call. Jobs of free roles (the embedded engine, self-hosted servers) do not wait.
+    ``name``: the role, for rules without a role wildcard (the embedders)."""
+
+    def get(wildcards):
+        role = (config.get(section) or {}).get(name or getattr(wildcards, section[:-1], ""))
+        priced = role is not None and role["provider"] != "local"
+        priced = priced and bool(role["price_input_per_1m"] or role["price_output_per_1m"])
+        return [f"{R}/cost_estimate.csv"] if priced else []
+
+    return get
+
+
 def score_files(wildcards=None):
     return _per_explainer(f"{RUN}/scores/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}.parquet", COMPARED,
                           simulator=SIMULATORS)
@@ -134,7 +166,7 @@ def evaluation_tables(wildcards=None):
     """Every enabled evaluation's table (the registry in autointerp.tables.evaluations), for Table 6."""
     from autointerp.tables.evaluations import enabled_tables
 
-    return enabled_tables(config)
+    return enabled_tables(config, R)
 
 
 ADACS = config.get("adacs") or {}
@@ -176,7 +208,7 @@ def puzzle_similarity_files(wildcards=None):
     return [
         path
         for e in COMPARED
-        for path in expand("results/puzzles/{puzzle_set}/similarity/{explainer}/{format}.parquet", explainer=e,
+        for path in expand(f"{R}/puzzles/{{puzzle_set}}/similarity/{{explainer}}/{{format}}.parquet", explainer=e,
                            format=explainer_formats(e), puzzle_set=PUZZLE_SETS)
     ]
 
@@ -201,13 +233,13 @@ def study_explanation_files(wildcards):
 
 def companion_tables(wildcards=None):
     """Tables that are not ranked but that the main command should leave behind."""
-    tables = ["results/table1.csv", "results/cost_estimate.csv"]
-    return tables + (["results/table_n2g.csv"] if N2G.get("enabled", False) else [])
+    tables = [f"{R}/table1.csv", f"{R}/cost_estimate.csv"]
+    return tables + ([f"{R}/table_n2g.csv"] if N2G.get("enabled", False) else [])
 
 
 def all_targets():
-    targets = ["results/table1.csv", "results/cost_estimate.csv"] + explanation_files()
-    return targets + (["results/table6.csv"] if evaluation_tables() else [])
+    targets = [f"{R}/table1.csv", f"{R}/cost_estimate.csv"] + explanation_files()
+    return targets + ([f"{R}/table6.csv"] if evaluation_tables() else [])
 
 
 def stage_settings(cls, *parts):
@@ -215,3 +247,39 @@ def stage_settings(cls, *parts):
     def get(wildcards):
         return cls.from_config(config, dict(wildcards.items())).to_params(*parts)
     return get
+
+
+# The role (section, name) each LLM rule calls; similarity rules use the embedder their evaluation names.
+LLM_RULE_ROLES = {
+    "explain": lambda w: ("explainers", w["explainer"]),
+    "explain_puzzles": lambda w: ("explainers", w["explainer"]),
+    "simulate_score": lambda w: ("simulators", w["simulator"]),
+    "adacs_similarity": lambda w: ("embedders", config["adacs"]["embedder"]),
+    "puzzle_similarity": lambda w: ("embedders", config["puzzles"]["embedder"]),
+}
+
+
+def missing_api_keys(jobs):
+    """Key variables that jobs about to run need and the environment lacks. Checked when a run starts (onstart: not
+    in dry runs, so plans need no secrets) rather than at parse time, so that only runs that call an endpoint
+    needing a key ask for it; values are read by the jobs themselves and never pass through Snakemake."""
+    import os
+
+    needed = {}
+    for job in jobs:
+        if job.rule.name in LLM_RULE_ROLES:
+            section, name = LLM_RULE_ROLES[job.rule.name](job.wildcards)
+            role = config[section][name]
+            if role["provider"] == "openai" and role.get("api_key_env"):
+                needed.setdefault(role["api_key_env"], set()).add(f"{section}.{name}")
+    return {var: sorted(roles) for var, roles in sorted(needed.items()) if not os.environ.get(var)}
+
+
+onstart:
+    _missing = missing_api_keys(workflow.dag.needrun_jobs())
+    if _missing:
+        raise ConfigError(
+            "this run calls endpoints that need a key, and the environment lacks "
+            + "; ".join(f"${var} (for {', '.join(roles)})" for var, roles in _missing.items())
+            + ": export it (dry runs with -n need none)"
+        )

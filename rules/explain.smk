@@ -3,26 +3,21 @@
 from autointerp.explain.stage import ExplainSettings
 
 
-if API_KEY_VARS:
-
-    envvars:
-        *API_KEY_VARS,
-
-
 rule explain:
     input:
-        prompts="results/{subject}/{corpus}/prompts/{neuron_set}/{explainer}/{format}.jsonl",
+        prompts=R + "/{subject}/{corpus}/prompts/{neuron_set}/{explainer}/{format}.jsonl",
         engine=engine_inputs("explainers"),
+        budget=paid_gate("explainers"),
     output:
-        explanations="results/{subject}/{corpus}/explanations/{neuron_set}/{explainer}/{format}.jsonl",
-        failures="results/{subject}/{corpus}/explanations/{neuron_set}/{explainer}/{format}.failures.jsonl",
-        usage="results/{subject}/{corpus}/usage/explain/{neuron_set}/{explainer}/{format}.json",
+        explanations=R + "/{subject}/{corpus}/explanations/{neuron_set}/{explainer}/{format}.jsonl",
+        failures=R + "/{subject}/{corpus}/explanations/{neuron_set}/{explainer}/{format}.failures.jsonl",
+        usage=R + "/{subject}/{corpus}/usage/explain/{neuron_set}/{explainer}/{format}.json",
     params:
         settings=stage_settings(ExplainSettings),
     log:
-        "logs/{subject}/{corpus}/explain/{neuron_set}/{explainer}/{format}.log",
+        LOGS + "/{subject}/{corpus}/explain/{neuron_set}/{explainer}/{format}.log",
     benchmark:
-        "benchmarks/{subject}/{corpus}/explain/{neuron_set}/{explainer}/{format}.tsv"
+        BENCH + "/{subject}/{corpus}/explain/{neuron_set}/{explainer}/{format}.tsv"
     threads: config["llm"]["engine_threads"]
     resources:
         api_calls=1,

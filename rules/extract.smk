@@ -84,11 +84,11 @@ rule neuron_set:
     input:
         unpack(neuron_set_inputs),
     output:
-        "results/{subject}/{corpus}/neuron_sets/{neuron_set}.csv",
+        R + "/{subject}/{corpus}/neuron_sets/{neuron_set}.csv",
     params:
         settings=stage_settings(ExtractSettings, "neuron_set"),
     log:
-        "logs/{subject}/{corpus}/neuron_sets/{neuron_set}.log",
+        LOGS + "/{subject}/{corpus}/neuron_sets/{neuron_set}.log",
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -97,18 +97,18 @@ rule neuron_set:
 
 rule records:
     input:
-        neurons="results/{subject}/{corpus}/neuron_sets/{neuron_set}.csv",
+        neurons=R + "/{subject}/{corpus}/neuron_sets/{neuron_set}.csv",
         activations=activations_dir,
         corpus=corpus_path,
         model=model_dir,
     output:
-        "results/{subject}/{corpus}/records/{neuron_set}.parquet",
+        R + "/{subject}/{corpus}/records/{neuron_set}.parquet",
     params:
         settings=stage_settings(ExtractSettings, "records"),
     log:
-        "logs/{subject}/{corpus}/records/{neuron_set}.log",
+        LOGS + "/{subject}/{corpus}/records/{neuron_set}.log",
     benchmark:
-        "benchmarks/{subject}/{corpus}/records/{neuron_set}.tsv"
+        BENCH + "/{subject}/{corpus}/records/{neuron_set}.tsv"
     resources:
         mem_mb=4000,
     conda:

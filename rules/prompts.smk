@@ -5,13 +5,13 @@ from autointerp.prompts.stage import PromptSettings
 
 rule render_prompts:
     input:
-        records="results/{subject}/{corpus}/records/{neuron_set}.parquet",
+        records=R + "/{subject}/{corpus}/records/{neuron_set}.parquet",
     output:
-        "results/{subject}/{corpus}/prompts/{neuron_set}/{explainer}/{format}.jsonl",
+        R + "/{subject}/{corpus}/prompts/{neuron_set}/{explainer}/{format}.jsonl",
     params:
         settings=stage_settings(PromptSettings),
     log:
-        "logs/{subject}/{corpus}/prompts/{neuron_set}/{explainer}/{format}.log",
+        LOGS + "/{subject}/{corpus}/prompts/{neuron_set}/{explainer}/{format}.log",
     conda:
         "../envs/pipeline.yaml"
     script:

@@ -7,17 +7,18 @@ from autointerp.similarity.stage import SimilaritySettings
 
 rule adacs_similarity:
     input:
-        explanations="results/{subject}/{corpus}/explanations/{neuron_set}/{explainer}/{format}.jsonl",
+        explanations=R + "/{subject}/{corpus}/explanations/{neuron_set}/{explainer}/{format}.jsonl",
         references=reference_inputs,
+        budget=paid_gate("embedders", ADACS.get("embedder")),
     output:
-        similarity="results/{subject}/{corpus}/similarity/{neuron_set}/{explainer}/{format}.parquet",
-        usage="results/{subject}/{corpus}/usage/embed/{neuron_set}/{explainer}/{format}.json",
+        similarity=R + "/{subject}/{corpus}/similarity/{neuron_set}/{explainer}/{format}.parquet",
+        usage=R + "/{subject}/{corpus}/usage/embed/{neuron_set}/{explainer}/{format}.json",
     params:
         settings=stage_settings(SimilaritySettings, "embedder", "role", "reference", "normalise", "cache_dir"),
     log:
-        "logs/{subject}/{corpus}/similarity/{neuron_set}/{explainer}/{format}.log",
+        LOGS + "/{subject}/{corpus}/similarity/{neuron_set}/{explainer}/{format}.log",
     benchmark:
-        "benchmarks/{subject}/{corpus}/similarity/{neuron_set}/{explainer}/{format}.tsv"
+        BENCH + "/{subject}/{corpus}/similarity/{neuron_set}/{explainer}/{format}.tsv"
     threads: 1
     resources:
         api_calls=1,
@@ -32,11 +33,11 @@ rule puzzle_set:
     input:
         unpack(puzzle_set_inputs),
     output:
-        "results/puzzles/{puzzle_set}/puzzles.json",
+        R + "/puzzles/{puzzle_set}/puzzles.json",
     params:
         settings=stage_settings(SimilaritySettings, "puzzle_set", "cache_dir"),
     log:
-        "logs/puzzles/{puzzle_set}/puzzle_set.log",
+        LOGS + "/puzzles/{puzzle_set}/puzzle_set.log",
     conda:
         "../envs/torch.yaml"
     script:
@@ -45,13 +46,13 @@ rule puzzle_set:
 
 rule render_puzzle_prompts:
     input:
-        "results/puzzles/{puzzle_set}/puzzles.json",
+        R + "/puzzles/{puzzle_set}/puzzles.json",
     output:
-        "results/puzzles/{puzzle_set}/prompts/{explainer}/{format}.jsonl",
+        R + "/puzzles/{puzzle_set}/prompts/{explainer}/{format}.jsonl",
     params:
         settings=stage_settings(PromptSettings),
     log:
-        "logs/puzzles/{puzzle_set}/prompts/{explainer}/{format}.log",
+        LOGS + "/puzzles/{puzzle_set}/prompts/{explainer}/{format}.log",
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -60,18 +61,19 @@ rule render_puzzle_prompts:
 
 rule explain_puzzles:
     input:
-        prompts="results/puzzles/{puzzle_set}/prompts/{explainer}/{format}.jsonl",
+        prompts=R + "/puzzles/{puzzle_set}/prompts/{explainer}/{format}.jsonl",
         engine=engine_inputs("explainers"),
+        budget=paid_gate("explainers"),
     output:
-        explanations="results/puzzles/{puzzle_set}/explanations/{explainer}/{format}.jsonl",
-        failures="results/puzzles/{puzzle_set}/explanations/{explainer}/{format}.failures.jsonl",
-        usage="results/puzzles/{puzzle_set}/usage/explain/{explainer}/{format}.json",
+        explanations=R + "/puzzles/{puzzle_set}/explanations/{explainer}/{format}.jsonl",
+        failures=R + "/puzzles/{puzzle_set}/explanations/{explainer}/{format}.failures.jsonl",
+        usage=R + "/puzzles/{puzzle_set}/usage/explain/{explainer}/{format}.json",
     params:
         settings=stage_settings(ExplainSettings),
     log:
-        "logs/puzzles/{puzzle_set}/explain/{explainer}/{format}.log",
+        LOGS + "/puzzles/{puzzle_set}/explain/{explainer}/{format}.log",
     benchmark:
-        "benchmarks/puzzles/{puzzle_set}/explain/{explainer}/{format}.tsv"
+        BENCH + "/puzzles/{puzzle_set}/explain/{explainer}/{format}.tsv"
     threads: config["llm"]["engine_threads"]
     resources:
         api_calls=1,
@@ -86,14 +88,15 @@ rule explain_puzzles:
 
 rule puzzle_similarity:
     input:
-        explanations="results/puzzles/{puzzle_set}/explanations/{explainer}/{format}.jsonl",
+        explanations=R + "/puzzles/{puzzle_set}/explanations/{explainer}/{format}.jsonl",
+        budget=paid_gate("embedders", PUZZLES.get("embedder")),
     output:
-        similarity="results/puzzles/{puzzle_set}/similarity/{explainer}/{format}.parquet",
-        usage="results/puzzles/{puzzle_set}/usage/embed/{explainer}/{format}.json",
+        similarity=R + "/puzzles/{puzzle_set}/similarity/{explainer}/{format}.parquet",
+        usage=R + "/puzzles/{puzzle_set}/usage/embed/{explainer}/{format}.json",
     params:
         settings=stage_settings(SimilaritySettings, "embedder", "role", "cache_dir"),
     log:
-        "logs/puzzles/{puzzle_set}/similarity/{explainer}/{format}.log",
+        LOGS + "/puzzles/{puzzle_set}/similarity/{explainer}/{format}.log",
     threads: 1
     resources:
         api_calls=1,

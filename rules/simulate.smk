@@ -5,19 +5,20 @@ from autointerp.simulate.stage import SimulateSettings
 
 rule simulate_score:
     input:
-        explanations="results/{subject}/{corpus}/explanations/{neuron_set}/{explainer}/{format}.jsonl",
-        records="results/{subject}/{corpus}/records/{neuron_set}.parquet",
+        explanations=R + "/{subject}/{corpus}/explanations/{neuron_set}/{explainer}/{format}.jsonl",
+        records=R + "/{subject}/{corpus}/records/{neuron_set}.parquet",
         engine=engine_inputs("simulators"),
+        budget=paid_gate("simulators"),
     output:
-        scores="results/{subject}/{corpus}/scores/{neuron_set}/{explainer}/{simulator}/{format}.parquet",
-        predictions="results/{subject}/{corpus}/simulations/{neuron_set}/{explainer}/{simulator}/{format}.parquet",
-        usage="results/{subject}/{corpus}/usage/simulate/{neuron_set}/{explainer}/{simulator}/{format}.json",
+        scores=R + "/{subject}/{corpus}/scores/{neuron_set}/{explainer}/{simulator}/{format}.parquet",
+        predictions=R + "/{subject}/{corpus}/simulations/{neuron_set}/{explainer}/{simulator}/{format}.parquet",
+        usage=R + "/{subject}/{corpus}/usage/simulate/{neuron_set}/{explainer}/{simulator}/{format}.json",
     params:
         settings=stage_settings(SimulateSettings),
     log:
-        "logs/{subject}/{corpus}/simulate/{neuron_set}/{explainer}/{simulator}/{format}.log",
+        LOGS + "/{subject}/{corpus}/simulate/{neuron_set}/{explainer}/{simulator}/{format}.log",
     benchmark:
-        "benchmarks/{subject}/{corpus}/simulate/{neuron_set}/{explainer}/{simulator}/{format}.tsv"
+        BENCH + "/{subject}/{corpus}/simulate/{neuron_set}/{explainer}/{simulator}/{format}.tsv"
     threads: config["llm"]["engine_threads"]
     resources:
         api_calls=1,

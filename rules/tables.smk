@@ -10,15 +10,18 @@ TABLE_PAIRED = (*TABLE_KINDS, "statistics")
 
 
 rule cost_estimate:
+    # Every paid job waits for this one (paid_gate): the estimate is printed and written before the first paid
+    # call, and llm.max_cost_usd stops the run here.
     input:
-        prompts=prompt_files,
+        prompts=explained_prompt_files,
+        puzzle_prompts=puzzle_prompt_files,
         records=expand(f"{RUN}/records/{{neuron_set}}.parquet", neuron_set=NEURON_SETS),
     output:
-        "results/cost_estimate.csv",
+        R + "/cost_estimate.csv",
     params:
-        settings=stage_settings(TablesSettings, "explainers"),
+        settings=stage_settings(TablesSettings, "cost"),
     log:
-        "logs/cost_estimate.log",
+        LOGS + "/cost_estimate.log",
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -29,9 +32,9 @@ rule table5:
     input:
         HUMAN_EVAL.get("ratings") or [],
     output:
-        "results/table5.csv",
+        R + "/table5.csv",
     log:
-        "logs/table5.log",
+        LOGS + "/table5.log",
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -42,9 +45,9 @@ rule n2g_table:
     input:
         expand(f"{RUN}/n2g/{{neuron_set}}/metrics.csv", neuron_set=NEURON_SETS),
     output:
-        "results/table_n2g.csv",
+        R + "/table_n2g.csv",
     log:
-        "logs/table_n2g.log",
+        LOGS + "/table_n2g.log",
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -55,9 +58,9 @@ rule table1:
     input:
         compared_prompt_files,
     output:
-        "results/table1.csv",
+        R + "/table1.csv",
     log:
-        "logs/table1.log",
+        LOGS + "/table1.log",
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -66,14 +69,15 @@ rule table1:
 
 rule table3:
     input:
-        similarity_files,
+        similarity=similarity_files,
+        neuron_sets=expand(f"{RUN}/neuron_sets/{{neuron_set}}.csv", neuron_set=ADACS_SETS),
     output:
-        table="results/table3.csv",
-        paired="results/table3_paired.csv",
+        table=R + "/table3.csv",
+        paired=R + "/table3_paired.csv",
     params:
         settings=stage_settings(TablesSettings, *TABLE_PAIRED),
     log:
-        "logs/table3.log",
+        LOGS + "/table3.log",
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -84,12 +88,12 @@ rule table4:
     input:
         puzzle_similarity_files,
     output:
-        table="results/table4.csv",
-        paired="results/table4_paired.csv",
+        table=R + "/table4.csv",
+        paired=R + "/table4_paired.csv",
     params:
         settings=stage_settings(TablesSettings, *TABLE_PAIRED),
     log:
-        "logs/table4.log",
+        LOGS + "/table4.log",
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -100,13 +104,14 @@ rule table2:
     input:
         scores=score_files,
         methods=n2g_score_files,
+        neuron_sets=expand(f"{RUN}/neuron_sets/{{neuron_set}}.csv", neuron_set=NEURON_SETS),
     output:
-        table="results/table2.csv",
-        paired="results/table2_paired.csv",
+        table=R + "/table2.csv",
+        paired=R + "/table2_paired.csv",
     params:
         settings=stage_settings(TablesSettings, *TABLE_PAIRED),
     log:
-        "logs/table2.log",
+        LOGS + "/table2.log",
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -119,13 +124,13 @@ rule table6:
         # Not ranked, but the main command (results/table6.csv) should leave every table behind.
         companions=companion_tables,
     output:
-        table="results/table6.csv",
-        comparison="results/table6_comparison.csv",
-        columns="results/table6_columns.csv",
+        table=R + "/table6.csv",
+        comparison=R + "/table6_comparison.csv",
+        columns=R + "/table6_columns.csv",
     params:
         settings=stage_settings(TablesSettings, "formats"),
     log:
-        "logs/table6.log",
+        LOGS + "/table6.log",
     conda:
         "../envs/pipeline.yaml"
     script:

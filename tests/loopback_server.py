@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
-FAULT_KINDS = ("429", "500", "400", "timeout", "malformed")
+FAULT_KINDS = ("429", "500", "400", "timeout", "malformed", "echo_key")
 _TOKEN_RE = re.compile(r"\s*\S+|\s+")  # whitespace-ish tokens; leading space belongs to the token, as in GPT BPE
 
 
@@ -60,10 +60,26 @@ class Recorded:
 
 class LoopbackServer:
     def __init__(self, *, latency: float = 0.0, embedding_dim: int = 16,
-                 script: Callable[[str, dict], Any] | None = None):
+                 script: Callable[[str, dict], Any] | None = None, models: list[str] | None = None,
+                 echo_key: int | None = None, models_status: int | None = None,
+                 usage_encoding: str | None = None):
         self.latency = latency
+        # Count usage as a real server does, with a tiktoken encoding (prompt: the chat messages with OpenAI's
+        # 3-per-message + 3 overhead, or the completion prompt / embedding inputs; completion: the reply text),
+        # instead of the loopback's whitespace tokens: what the cost estimate is compared against.
+        self.usage_encoding = usage_encoding
         self.embedding_dim = embedding_dim
         self.script = script  # (path, body) -> dict | (status, dict) | None (None: default reply)
+        # GET /v1/models: None answers 404 (a server that does not list its models: the loopback serves any model
+        # name, and the client's endpoint check then accepts whatever model a test configures); a list is served
+        # as an OpenAI model list of those ids.
+        self.models = models
+        # When set, GET /v1/models answers this status instead (200: a JSON body that is not a model list).
+        self.models_status = models_status
+        # A misbehaving server for secret-handling tests: every /v1 route (GET /v1/models included) answers this
+        # status (e.g. 401 or 500) with a JSON error whose message quotes the request's Authorization header.
+        self.echo_key = echo_key
+        self.gets: collections.Counter[str] = collections.Counter()  # GET requests by path (not in `counts`)
         self.faults: collections.deque[dict[str, Any]] = collections.deque()
         self.counts: collections.Counter[str] = collections.Counter()
         self.requests: list[Recorded] = []
@@ -78,7 +94,9 @@ class LoopbackServer:
 
     def add_faults(self, kind: str, n: int = 1, **opts: Any) -> None:
         """Queue n faults served to the next requests, in order. Options: retry_after (s, header `retry-after`),
-        retry_after_ms (header `retry-after-ms`), sleep (s, for 'timeout': how long to stall)."""
+        retry_after_ms (header `retry-after-ms`), sleep (s, for 'timeout': how long to stall), status (for
+        'echo_key': the error status, default 401, whose message quotes the request's Authorization header).
+        Faults are served to POST requests only (GET /v1/models, the client's endpoint check, takes none)."""
         assert kind in FAULT_KINDS, kind
         with self._lock:
             self.faults.extend({"kind": kind, **opts} for _ in range(n))
@@ -88,6 +106,7 @@ class LoopbackServer:
             self.faults.clear()
             self.counts.clear()
             self.requests.clear()
+            self.gets.clear()
             self.max_in_flight = 0
 
     def count(self, path: str | None = None) -> int:
@@ -205,7 +224,8 @@ class LoopbackServer:
                 "usage": {"prompt_tokens": n, "total_tokens": n}}
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+            405: "Method Not Allowed", 429: "Too Many Requests", 500: "Internal Server Error"}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -228,14 +248,32 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:  # the client gave up (timeout, or killed): nothing to do
             self.close_connection = True
 
+    def _echo_key(self, status: int) -> None:
+        """An error that quotes the request's Authorization header verbatim (as some proxies do)."""
+        auth = self.headers.get("Authorization", "")
+        self._send(status, json.dumps({"error": {"message": f"invalid credentials: got Authorization: {auth}",
+                                                 "type": "loopback_echo_key", "header": auth}}).encode())
+
     def do_GET(self) -> None:
         srv = self.server_owner
-        if self.path == "/loopback/stats":  # for a server running in another process
+        path = self.path.split("?")[0]
+        if path != "/loopback/stats":
             with srv._lock:
-                stats = {"counts": dict(srv.counts), "max_in_flight": srv.max_in_flight}
+                srv.gets[path] += 1
+        if path == "/loopback/stats":  # for a server running in another process
+            with srv._lock:
+                stats = {"counts": dict(srv.counts), "max_in_flight": srv.max_in_flight, "gets": dict(srv.gets)}
             self._send(200, json.dumps(stats).encode())
-        elif self.path.rstrip("/") == "/v1/models":
-            self._send(200, json.dumps({"object": "list", "data": [{"id": "loopback", "object": "model"}]}).encode())
+        elif srv.echo_key is not None:
+            self._echo_key(srv.echo_key)
+        elif path.rstrip("/") == "/v1/models" and srv.models_status is not None:
+            status = srv.models_status
+            self._send(status, json.dumps({"status": "ok"} if status == 200 else
+                                          {"error": {"message": f"models: HTTP {status}"}}).encode())
+        elif path.rstrip("/") == "/v1/models" and srv.models is not None:
+            self._send(200, json.dumps({"object": "list",
+                                        "data": [{"id": m, "object": "model", "owned_by": "loopback"}
+                                                 for m in srv.models]}).encode())
         else:
             self._send(404, b'{"error": {"message": "not found"}}')
 
@@ -260,6 +298,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _respond(self, srv: LoopbackServer, body: Any, fault: dict[str, Any] | None) -> None:
         kind = fault["kind"] if fault else None
+        if srv.echo_key is not None or kind == "echo_key":
+            self._echo_key(int(fault.get("status", 401)) if kind == "echo_key" else srv.echo_key)
+            return
         if kind == "timeout":
             srv._stop.wait(fault.get("sleep", 5.0))  # stall past the client's timeout
             self._send(500, b'{"error": {"message": "too late"}}')
@@ -282,7 +323,26 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, b'{"error": {"message": "body is not JSON"}}')
             return
         status, reply = srv._reply(self.path.split("?")[0], body)
+        if status == 200 and srv.usage_encoding:
+            reply["usage"] = _tiktoken_usage(srv.usage_encoding, self.path.split("?")[0], body, reply)
         self._send(status, json.dumps(reply).encode())
+
+
+def _tiktoken_usage(encoding: str, path: str, body: dict, reply: dict) -> dict:
+    from autointerp.prompts.tokens import count_chat_tokens, count_text_tokens
+
+    if path == "/v1/chat/completions":
+        prompt = count_chat_tokens(body.get("messages") or [], encoding)
+        completion = count_text_tokens(reply["choices"][0]["message"].get("content") or "", encoding,
+                                       allow_special=False)
+    elif path == "/v1/completions":
+        prompt, completion = count_text_tokens(str(body.get("prompt", "")), encoding), 0
+    else:
+        inputs = body.get("input", [])
+        prompt = sum(count_text_tokens(t, encoding, allow_special=False)
+                     for t in ([inputs] if isinstance(inputs, str) else inputs))
+        completion = 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 if __name__ == "__main__":
@@ -293,7 +353,11 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--embedding-dim", type=int, default=16)
+    ap.add_argument("--models", nargs="*", default=None, help="ids GET /v1/models lists (default: 404)")
+    ap.add_argument("--echo-key", type=int, default=None, metavar="STATUS",
+                    help="answer every /v1 route with STATUS and an error quoting the Authorization header")
     a = ap.parse_args()
-    with LoopbackServer(latency=a.latency, embedding_dim=a.embedding_dim) as server:
+    with LoopbackServer(latency=a.latency, embedding_dim=a.embedding_dim, models=a.models,
+                        echo_key=a.echo_key) as server:
         print(server.port, flush=True)
         sys.stdin.read()

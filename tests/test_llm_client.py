@@ -2,16 +2,21 @@
 
 import asyncio
 import json
+import logging
 import math
+import socket
 import time
 
 import pytest
 
 from autointerp.llm import (
     ChatResult,
+    EndpointError,
     LLMClient,
     LLMConfigError,
+    LLMError,
     LLMRequestError,
+    Progress,
     RoleConfig,
     estimate_cost,
     estimate_tokens,
@@ -216,3 +221,205 @@ def test_ledger_totals_cost_and_jsonl(make_client, tmp_path):
     recs = [json.loads(x) for x in lines]
     assert [r["cache_hit"] for r in recs] == [False, True] and recs[0]["role"] == "explainer"
     assert recs[0]["model"] == "loop-model" and recs[0]["latency_s"] > 0
+
+
+# ---------------------------------------------------------------- endpoint check before the first request
+
+MODELS = "/v1/models"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dead_endpoint_fails_every_call_fast_naming_the_url(make_client):
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    client = make_client(base_url=url, max_retries=6, backoff_initial_s=2.0, backoff_max_s=30.0)
+    results, wall = timed(run_many([chat(client, f"n{i}") for i in range(6)]))
+    assert all(isinstance(r, EndpointError) for r in results), results
+    assert wall < 8.0  # the retry budget (6 retries, backoff up to 30 s) would take far longer
+    msg = str(results[0])
+    assert msg.startswith("role explainer: endpoint not reachable at " + url) and "refused" in msg.lower()
+    assert "start the server or fix base_url" in msg and "\n" not in msg
+    assert {str(r) for r in results} == {msg}
+    assert isinstance(results[0], LLMError) and isinstance(results[0], RuntimeError)
+    t = client.ledger.totals()
+    assert (t["calls"], t["errors"], t["attempts"]) == (6, 6, 0)
+    from autointerp import known_errors
+
+    assert isinstance(results[0], known_errors())
+
+
+def test_endpoint_that_accepts_but_never_answers_times_out_as_unreachable(make_client):
+    with socket.socket() as silent:  # accepts connections (kernel backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
+        client = make_client(base_url=url, timeout_s=0.5)
+        t0 = time.perf_counter()
+        with pytest.raises(EndpointError, match="not reachable at .*no answer within 0.5 s") as ei:
+            asyncio.run(chat(client))
+        assert url in str(ei.value) and time.perf_counter() - t0 < 5.0
+
+
+def test_model_not_listed_names_model_and_served_ids(make_client, loopback):
+    loopback.models = ["zeta-model", "loop-modle", "alpha-model"]
+    client = make_client()
+    results = asyncio.run(run_many([chat(client, f"n{i}") for i in range(5)]))
+    assert all(isinstance(r, EndpointError) for r in results)
+    msg = str(results[0])
+    assert msg.startswith(f"role explainer: model loop-model not served by {loopback.base_url} (served: ")
+    assert "loop-modle" in msg and "alpha-model" in msg and "zeta-model" in msg
+    assert msg.index("loop-modle") < msg.index("alpha-model")  # the near miss first
+    assert loopback.count() == 0 and loopback.gets[MODELS] == 1  # one check, no request sent
+
+
+def test_long_model_lists_are_cut_short(make_client, loopback):
+    loopback.models = [f"m{i:02d}" for i in range(30)]
+    with pytest.raises(EndpointError, match=r"\(served: m00, m01, .*m07, \.\.\.\)$"):
+        asyncio.run(chat(make_client()))
+
+
+@pytest.mark.parametrize("listed", [["other", "loop-model"], ["models/loop-model"], ["LOOP-MODEL"],
+                                    ["loop-model:latest"]])
+def test_listed_model_passes_the_check(make_client, loopback, listed):
+    loopback.models = listed
+    assert asyncio.run(chat(make_client())).text.startswith("reply")
+    assert loopback.gets[MODELS] == 1
+
+
+@pytest.mark.parametrize("status,level", [(404, logging.INFO), (405, logging.INFO), (501, logging.INFO),
+                                          (200, logging.INFO), (503, logging.WARNING), (429, logging.WARNING)])
+def test_servers_that_do_not_list_models_or_fail_the_check_still_work(make_client, loopback, caplog, status,
+                                                                      level):
+    loopback.models_status = status  # 200: a body that is not a model list
+    caplog.set_level(logging.DEBUG, logger="autointerp.llm.client")
+    client = make_client()
+    assert asyncio.run(chat(client)).text.startswith("reply")
+    assert loopback.count(CHAT) == 1 and loopback.gets[MODELS] == 1
+    notes = [r for r in caplog.records if r.name == "autointerp.llm.client" and r.levelno >= logging.INFO]
+    assert [r.levelno for r in notes] == [level] and loopback.base_url in notes[0].getMessage()
+
+
+@pytest.mark.parametrize("models", [None, []])  # no model list (404), or an empty one
+def test_servers_without_a_model_list_serve_any_model(make_client, loopback, models):
+    loopback.models = models
+    assert asyncio.run(chat(make_client(model="anything-at-all"))).text.startswith("reply")
+    assert loopback.gets[MODELS] == 1
+
+
+def test_rejected_key_names_the_env_var(make_client, loopback, monkeypatch):
+    monkeypatch.setenv("AUTOINTERP_TEST_REJECTED", "sk-rejected-0123456789abcdef")
+    loopback.echo_key = 401
+    client = make_client(api_key_env="AUTOINTERP_TEST_REJECTED")
+    with pytest.raises(EndpointError) as ei:
+        asyncio.run(chat(client))
+    assert str(ei.value) == (f"role explainer: {loopback.base_url} rejected the API key from "
+                             "$AUTOINTERP_TEST_REJECTED (HTTP 401)")
+    assert ei.value.status == 401 and loopback.count() == 0
+
+
+def test_cache_hits_never_touch_the_network(make_client, loopback):
+    warm = make_client()
+    first = asyncio.run(run_many([chat(warm, f"n{i}") for i in range(3)]))
+    assert loopback.gets[MODELS] == 1
+    client = make_client()  # a fresh client (never checked), same cache
+    loopback.stop()  # nothing listens any more: a check or a request would fail
+    again = asyncio.run(run_many([chat(client, f"n{i}") for i in range(3)]))
+    assert all(r.cache_hit for r in again) and [r.text for r in again] == [r.text for r in first]
+    with pytest.raises(EndpointError, match="not reachable"):  # the first miss does check (and fails)
+        asyncio.run(chat(client, "not cached"))
+
+
+def test_check_runs_once_for_many_concurrent_calls_and_across_loops(make_client, loopback):
+    loopback.latency = 0.05
+    loopback.models = ["loop-model"]
+    client = make_client(concurrency=8)
+    results = asyncio.run(run_many([chat(client, f"n{i}") for i in range(24)]))
+    assert all(isinstance(r, ChatResult) for r in results)
+    asyncio.run(chat(client, "on another event loop"))
+    assert loopback.gets[MODELS] == 1 and loopback.count(CHAT) == 25
+    asyncio.run(make_client(cache_dir=None).embed(["x"]))  # another client checks for itself
+    assert loopback.gets[MODELS] == 2
+
+
+def test_failed_check_is_remembered_by_the_client(make_client, loopback):
+    loopback.models = ["something-else"]
+    client = make_client()
+    for _ in range(2):
+        results = asyncio.run(run_many([chat(client, f"n{i}") for i in range(10)]))
+        assert all(isinstance(r, EndpointError) for r in results)
+        assert len({id(r) for r in results}) == 10  # each call raises its own instance
+    assert loopback.gets[MODELS] == 1 and loopback.count() == 0
+
+
+# ---------------------------------------------------------------- progress
+
+PROGRESS = "autointerp.llm.progress"
+
+
+def progress_lines(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == PROGRESS]
+
+
+def test_progress_counts_hits_misses_and_failures(make_client, loopback, caplog):
+    loopback.script = lambda path, body: (400, {"error": {"message": "bad item"}}) \
+        if "bad" in json.dumps(body) else None
+    caplog.set_level(logging.INFO, logger=PROGRESS)
+    client = make_client()
+    asyncio.run(run_many([chat(client, f"n{i}") for i in range(3)]))  # cached before the job starts
+    assert progress_lines(caplog) == []  # no progress unless asked for
+    client.start_progress(10, "explain random/loop/Original", interval_s=0.0)
+    items = [chat(client, f"n{i}") for i in range(9)] + [chat(client, "bad one")]
+    asyncio.run(run_many(items, concurrency=1))
+    lines = progress_lines(caplog)
+    assert len(lines) == 10
+    assert [int(x.split(": ", 1)[1].split("/")[0]) for x in lines] == list(range(1, 11))
+    assert all(x.startswith("explain random/loop/Original: ") and "/10 calls (" in x for x in lines)
+    assert "ETA" in lines[3] and "calls/s" in lines[3]
+    assert lines[-1].startswith("explain random/loop/Original: 10/10 calls (3 cached, 1 failed), ")
+    assert "ETA" not in lines[-1] and "took" in lines[-1]
+
+
+def test_progress_is_rate_limited_but_always_logs_the_end(make_client, caplog):
+    caplog.set_level(logging.INFO, logger=PROGRESS)
+    client = make_client()
+    client.start_progress(12, "simulate", interval_s=3600)
+    asyncio.run(run_many([chat(client, f"n{i}") for i in range(12)]))
+    lines = progress_lines(caplog)
+    assert len(lines) == 1 and lines[0].startswith("simulate: 12/12 calls (0 cached, 0 failed), ")
+
+
+def test_progress_beyond_the_expected_total_does_not_crash(make_client, caplog):
+    caplog.set_level(logging.INFO, logger=PROGRESS)
+    client = make_client()
+    client.start_progress(2, "explain", interval_s=0.0)
+    asyncio.run(run_many([chat(client, f"n{i}") for i in range(4)], concurrency=1))
+    lines = progress_lines(caplog)
+    assert [x.split(": ", 1)[1].split(" calls")[0] for x in lines] == ["1/2", "2/2", "3/2", "4/2"]
+    assert "ETA" not in lines[2] and "ETA" not in lines[3]
+    client.finish_progress()  # the end was logged already: nothing more
+    assert len(progress_lines(caplog)) == 4
+
+
+def test_progress_eta_and_finish_with_a_fake_clock(caplog):
+    caplog.set_level(logging.INFO, logger=PROGRESS)
+    now = [100.0]
+    p = Progress(10, "job", interval_s=5.0, clock=lambda: now[0])
+    for _ in range(4):  # one call per second
+        now[0] += 1.0
+        p.tick()
+    assert progress_lines(caplog) == []  # 4 s < interval
+    now[0] += 1.0
+    p.tick(cached=True)
+    assert progress_lines(caplog) == ["job: 5/10 calls (1 cached, 0 failed), 1.0 calls/s, ETA 5 s"]
+    now[0] += 1.0
+    p.tick(failed=True)
+    assert len(progress_lines(caplog)) == 1  # 1 s since the last line
+    now[0] += 594.0
+    p.finish()  # fewer calls than expected: the job logs where it ended
+    assert progress_lines(caplog)[-1] == "job: 6/10 calls (1 cached, 1 failed), 0.01 calls/s, ETA 6 min 40 s"
+    p.finish()
+    assert len(progress_lines(caplog)) == 2

@@ -10,11 +10,15 @@ import asyncio
 import http.client
 import importlib.util
 import json
+import logging
 import math
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -539,3 +543,234 @@ def test_number_aware_over_http(digit_model_dir, digit_engine):
     assert plain.choices[0].logprobs.top_logprobs == merged["top_logprobs"]
     assert plain.choices[0].logprobs.tokens == merged["tokens"]
     assert off.choices[0].logprobs.top_logprobs == raw["top_logprobs"]
+
+
+# ------------------------------------------------------------------------------------------------ client disconnects
+
+
+def test_cancelled_check_stops_engine_calls(tiny_model_dir):
+    from autointerp.engine.engine import RequestCancelled
+
+    eng = LocalEngine(tiny_model_dir, cache_entries=4)
+    args = dict(temperature=1.0, max_tokens=12, seed=5, logprobs=True, top_logprobs=3)
+    plain = eng.chat(MSGS, **args)
+    eng.clear_cache()
+    assert eng.chat(MSGS, **args, cancelled=lambda: False) == plain  # a live caller changes nothing
+
+    asked = []
+
+    def yes_on(n: int):
+        asked.clear()
+        return lambda: asked.append(1) or len(asked) >= n
+
+    before = dict(eng.stats)
+    with pytest.raises(RequestCancelled) as info:
+        eng.chat(MSGS, max_tokens=50, ignore_eos=True, cancelled=yes_on(6))
+    # asked once under the lock before the prefill, then before each decode step: the 6th follows token 5
+    assert info.value.generated_tokens == 5 and len(asked) == 6
+    assert eng.stats["cancelled"] == before["cancelled"] + 1
+    assert eng.stats["generated_tokens"] == before["generated_tokens"] + 5
+
+    entries, requests = eng.cache_info()["entries"], eng.stats["requests"]
+    with pytest.raises(RequestCancelled) as info:  # a caller gone before the work starts: nothing is computed
+        eng.prompt_logprobs(PREFIX + TAIL_A, 15, cancelled=yes_on(1))
+    assert info.value.generated_tokens == 0 and eng.stats["requests"] == requests
+    n_rows = len(eng.tokenize(PREFIX + TAIL_A))
+    assert n_rows > 128  # more than one unembedding chunk (engine._LM_HEAD_CHUNK)
+    with pytest.raises(RequestCancelled):  # gone during the echo: stops between unembedding chunks
+        eng.prompt_logprobs(PREFIX + TAIL_A, 15, cancelled=yes_on(2))
+    assert len(asked) == 2 and eng.stats["requests"] == requests + 1
+    assert eng.cache_info()["entries"] == entries  # nothing half-done was stored
+    eng.clear_cache()  # (a reused prefix would change logprobs by float rounding)
+    assert eng.chat(MSGS, **args) == plain  # and the engine serves on as before
+
+
+@pytest.fixture(scope="session")
+def cancel_engine(tiny_model_dir):
+    return LocalEngine(tiny_model_dir, cache_entries=0)
+
+
+class _DisconnectLog(logging.Handler):
+    """Collects the server's "client disconnected" lines; ``event`` is set on each."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+        self.event = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("client disconnected"):
+            self.lines.append(record.getMessage())
+            self.event.set()
+
+
+@pytest.fixture
+def disconnect_log():
+    logger = logging.getLogger("autointerp.engine.server")
+    handler, level = _DisconnectLog(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+class _StepHook:
+    """A forward hook on the engine's base model: counts forward passes; pass ``block_at`` sets ``reached`` and
+    waits for ``go`` (so a test acts while a request is mid-decode)."""
+
+    def __init__(self, engine: LocalEngine, block_at: int):
+        self.calls, self.block_at = 0, block_at
+        self.reached, self.go = threading.Event(), threading.Event()
+        self._handle = engine._base.register_forward_hook(self)
+
+    def __call__(self, _module, _args, _output) -> None:
+        self.calls += 1
+        if self.calls == self.block_at:
+            self.reached.set()
+            assert self.go.wait(60)
+
+    def remove(self) -> None:
+        self.go.set()
+        self._handle.remove()
+
+
+def _raw_post(base_url: str, path: str, payload: dict) -> socket.socket:
+    """Send a POST on a plain socket (the test closes it to play a client that went away)."""
+    host, port = base_url.split("//")[1].split("/")[0].split(":")
+    body = json.dumps(payload).encode()
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(f"POST /v1{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    return sock
+
+
+def _tokens_in(line: str) -> int:
+    return int(line.split(" after ")[1].split()[0])
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["close", "reset"])
+def test_server_stops_generating_when_the_client_disconnects(cancel_engine, disconnect_log, reset):
+    eng = cancel_engine
+    long_chat = {"model": "m", "messages": MSGS, "temperature": 1, "seed": 3, "max_tokens": 900, "ignore_eos": True}
+    before = dict(eng.stats)
+    with serve(eng) as base_url:
+        hook = _StepHook(eng, block_at=2)  # call 1 is the prefill, call 2 the first decode step
+        try:
+            sock = _raw_post(base_url, "/chat/completions", long_chat)
+            assert hook.reached.wait(60), "generation did not start"
+            if reset:  # a killed client's kernel may answer with RST (ConnectionResetError on the server)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+            hook.go.set()
+            assert disconnect_log.event.wait(60), "the engine did not notice the disconnect"
+            calls = hook.calls
+        finally:
+            hook.remove()
+        [line] = disconnect_log.lines
+        assert line.startswith("client disconnected: stopped /v1/chat/completions after ")
+        n = _tokens_in(line)
+        # it stops within ~50 ms of decode steps after the close, far before the 900 asked for (an uncancelled
+        # run would decode all 900: ignore_eos)
+        assert 2 <= n < 200
+        assert calls == n  # the prefill + one forward per token but the last: no work after the check said stop
+        assert eng.stats["cancelled"] == before["cancelled"] + 1
+        assert eng.stats["generated_tokens"] == before["generated_tokens"] + n
+
+        status, body = _post(base_url, "/chat/completions",
+                             json.dumps({"model": "m", "messages": MSGS, "temperature": 0, "max_tokens": 6}).encode())
+    assert status == 200
+    assert body["choices"][0]["message"]["content"] == eng.chat(MSGS, temperature=0, max_tokens=6).text
+
+
+class _QueueWatch:
+    """Stand-in for ``engine._lock`` that sets ``waiting`` when a request has to wait for it."""
+
+    def __init__(self, lock: threading.Lock):
+        self._lock = lock
+        self.waiting = threading.Event()
+
+    def __enter__(self) -> _QueueWatch:
+        if not self._lock.acquire(blocking=False):
+            self.waiting.set()
+            self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+def test_queued_request_whose_client_left_is_never_computed(cancel_engine, disconnect_log, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    eng = cancel_engine
+    watch = _QueueWatch(eng._lock)
+    monkeypatch.setattr(eng, "_lock", watch)
+    first = {"model": "m", "messages": MSGS, "temperature": 1, "seed": 11, "max_tokens": 8, "logprobs": True,
+             "top_logprobs": 2}
+    queued = {"model": "m", "messages": MSGS, "temperature": 1, "seed": 3, "max_tokens": 900, "ignore_eos": True}
+    before = dict(eng.stats)
+    with serve(eng) as base_url, ThreadPoolExecutor(1) as pool:
+        hook = _StepHook(eng, block_at=2)
+        try:
+            busy = pool.submit(_post, base_url, "/chat/completions", json.dumps(first).encode())
+            assert hook.reached.wait(60), "the first request did not start"  # it holds the engine now
+            sock = _raw_post(base_url, "/chat/completions", queued)
+            assert watch.waiting.wait(60), "the second request did not queue"
+            sock.close()
+            hook.go.set()
+            status, body = busy.result(timeout=60)
+            calls = hook.calls
+            assert disconnect_log.event.wait(60), "the queued request was not dropped"
+            assert hook.calls == calls  # no forward pass ran for it
+        finally:
+            hook.remove()
+    assert disconnect_log.lines == ["client disconnected: stopped /v1/chat/completions after 0 generated tokens"]
+    assert eng.stats["requests"] == before["requests"] + 1 and eng.stats["cancelled"] == before["cancelled"] + 1
+    # the request that was waited for is answered exactly as the library answers it
+    assert status == 200
+    direct = eng.chat(MSGS, temperature=1, seed=11, max_tokens=8, logprobs=True, top_logprobs=2)
+    assert body["choices"][0]["message"]["content"] == direct.text
+    assert body["choices"][0]["logprobs"] == json.loads(json.dumps(direct.logprobs))
+    assert body["usage"] == direct.usage
+
+
+def _read_response(f) -> tuple[int, dict]:
+    status = int(f.readline().split()[1])
+    length = 0
+    while (line := f.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+    return status, json.loads(f.read(length))
+
+
+def test_pipelined_request_is_not_taken_for_a_disconnect(cancel_engine, disconnect_log, monkeypatch):
+    """The next request's bytes make the socket readable while the first computes; peeking must not consume
+    them nor read them as a disconnect."""
+    from autointerp.engine import server
+
+    monkeypatch.setattr(server, "CLIENT_CHECK_INTERVAL_S", 0.0)  # look at the socket before every decode step
+    eng = cancel_engine
+    chat = {"model": "m", "messages": MSGS, "temperature": 0, "max_tokens": 6}
+    plain = {"model": "m", "prompt": "The cat", "temperature": 0, "max_tokens": 3}
+    with serve(eng) as base_url:
+        hook = _StepHook(eng, block_at=2)
+        try:
+            sock = _raw_post(base_url, "/chat/completions", chat)
+            assert hook.reached.wait(60), "generation did not start"
+            body = json.dumps(plain).encode()
+            sock.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                         + body)
+            hook.go.set()
+            with sock, sock.makefile("rb") as f:
+                first, second = _read_response(f), _read_response(f)
+        finally:
+            hook.remove()
+    assert not disconnect_log.lines
+    assert first[0] == 200 and first[1]["choices"][0]["message"]["content"] == eng.chat(MSGS, temperature=0,
+                                                                                         max_tokens=6).text
+    assert second[0] == 200 and second[1]["choices"][0]["text"] == eng.complete("The cat", temperature=0,
+                                                                                 max_tokens=3).text

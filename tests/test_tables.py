@@ -230,10 +230,12 @@ def test_registering_an_evaluation_adds_a_table6_column(tmp_path, monkeypatch):
                                                 "wilcoxon_method": "", "warning": ""},))}
 
     monkeypatch.setattr(evaluations, "EVALUATIONS", dict(evaluations.EVALUATIONS))
-    evaluations.register(evaluations.Evaluation("mine", str(table), columns, enabled=lambda c: c.get("mine", False)))
-    assert str(table) in evaluations.enabled_tables({"mine": True})
-    assert str(table) not in evaluations.enabled_tables({})
+    evaluations.register(evaluations.Evaluation("mine", table.name, columns, enabled=lambda c: c.get("mine", False)))
+    assert str(table) in evaluations.enabled_tables({"mine": True}, str(tmp_path))
+    assert str(table) not in evaluations.enabled_tables({}, str(tmp_path))
     assert "results/table2_paired.csv" in evaluations.enabled_tables({"simulators": {"s": {}}})  # companions too
+    # Another run's tables sit in its own folder.
+    assert "results/x/table2.csv" in evaluations.enabled_tables({"simulators": {"s": {}}}, "results/x")
     cols = evaluations.evaluation_columns([str(table)])
     assert cols["my_eval"].evaluation == "mine"
     rows = table6(cols, FORMATS, tmp_path / "t6.csv", tmp_path / "t6c.csv", tmp_path / "t6l.csv")

@@ -3,30 +3,75 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pyarrow.parquet as pq
 import pytest
 
-from fake_simulator import simulator_script
+from fake_simulator import simulators_script
 from loopback_server import LoopbackServer
 from workflow_utils import PLANTED_KEY, loopback_roles, make_workdir, snakemake, tiny_config
 
 pytestmark = pytest.mark.slow
 
+# Every loopback role is priced (the cost estimate and the budget gate are exercised), and the server counts usage
+# with cl100k as a real server would.
+PRICES = {"price_input_per_1m": 1.0, "price_output_per_1m": 4.0}
+
 
 @pytest.fixture(scope="module")
 def server():
-    with LoopbackServer(script=simulator_script) as srv:
+    with LoopbackServer(script=simulators_script, usage_encoding="cl100k_base") as srv:
         yield srv
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, embedded_model_dir, server):
-    config = tiny_config(**loopback_roles(server.base_url))
+    config = tiny_config(**loopback_roles(server.base_url, **PRICES))
     work = make_workdir(tmp_path_factory.mktemp("run"), config, embedded_model_dir)
     proc = snakemake(work, "--cores", "2", "results/table6.csv")
     assert proc.returncode == 0, proc.stderr[-4000:]
+    (work / "console.txt").write_text(proc.stdout + proc.stderr)
     return work
+
+
+def _ledger_cost(*roots) -> dict[str, float]:
+    """Actual spend per stage under one run's folders: the usage files' ledger totals (cache hits cost 0)."""
+    stages = {"explain": "explain", "simulate": "simulate_score", "embed": "similarity"}
+    out: dict[str, float] = {}
+    for path in (p for root in roots for p in root.rglob("*.json") if "usage" in p.parts):
+        stage = path.parts[path.parts.index("usage") + 1]
+        name = stages[stage] + ("_puzzles" if "puzzles" in path.parts and stage == "explain" else "")
+        out[name] = out.get(name, 0.0) + json.loads(path.read_text())["totals"]["cost_usd"]
+    return out
+
+
+def _estimate(path) -> dict[str, float]:
+    import csv
+
+    out: dict[str, float] = {}
+    for row in csv.DictReader(open(path)):
+        stage = {"adacs_similarity": "similarity", "puzzle_similarity": "similarity"}.get(row["stage"], row["stage"])
+        out[stage] = out.get(stage, 0.0) + float(row["usd"])
+    return out
+
+
+def _check_estimate(estimate: dict, actual: dict) -> None:
+    assert estimate.pop("total") == pytest.approx(sum(estimate.values()))
+    assert set(estimate) == set(actual) == {"explain", "explain_puzzles", "simulate_score", "similarity"}
+    assert sum(actual.values()) > 0  # priced calls were really made and billed
+    assert abs(sum(actual.values()) - sum(estimate.values())) <= 0.10 * sum(estimate.values()), (estimate, actual)
+    for stage in ("explain", "simulate_score"):  # the stages that carry the cost
+        assert abs(actual[stage] - estimate[stage]) <= 0.10 * estimate[stage], (stage, estimate, actual)
+
+
+def test_cost_estimate_matches_the_ledger(finished):
+    """prompt_logprobs simulator: the ledger's actual cost is within 10 % of the estimate made before any call."""
+    results = finished / "results"
+    _check_estimate(_estimate(results / "cost_estimate.csv"), _ledger_cost(results / "smol", results / "puzzles"))
+    console = (finished / "console.txt").read_text()
+    assert "cost estimate (results/cost_estimate.csv): $" in console  # printed for the user, not only written
+    assert "explain rnd/loop/Original: 3/3 neurons explained; 0 calls failed" in console
 
 
 def test_outputs_follow_the_contract(finished):
@@ -247,9 +292,9 @@ def test_corpus_smaller_than_k(tmp_path, embedded_model_dir):
     assert not (work / "results" / "smol" / "pydocs" / "activations").exists()
 
 
-def _dry_run_jobs(work) -> dict[str, int]:
+def _dry_run_jobs(work, *args, without=()) -> dict[str, int]:
     """{rule: count} from a dry run's job-stats table."""
-    proc = snakemake(work, "--cores", "2", "-n")
+    proc = snakemake(work, "--cores", "2", "-n", *args, without=without)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     if "Nothing to be done" in out:
@@ -330,3 +375,107 @@ def test_human_study_from_the_run_feeds_table5_and_table6(finished, tmp_path):
     assert sum(float(r["mean"]) * int(r["n_ratings"]) for r in table5) == pytest.approx(3 * (5 + 4 * 2))
     header = next(csv.reader(open(work / "results" / "table6.csv")))
     assert "human_rating[loop]" in header and "human_best[loop]" in header
+
+
+def _copy(finished, tmp_path):
+    import shutil
+
+    work = tmp_path / "copy"
+    shutil.copytree(finished, work, symlinks=True)
+    return work
+
+
+def _edit_config(work, edit, path="config/config.yaml"):
+    import yaml
+
+    config = yaml.safe_load((work / "config" / "config.yaml").read_text())
+    edit(config)
+    (work / path).write_text(yaml.safe_dump(config, sort_keys=False))
+    return config
+
+
+def _digests(folder) -> dict[str, str]:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("table*.csv"))}
+
+
+def test_a_roles_only_preset_reuses_shared_work_and_keeps_the_default_tables(finished, server, tmp_path):
+    """A config that changes only the LLM roles (here: other model names and the chat-logprob simulator) is its
+    own run: no model, corpus or extraction job, its tables under results/<run>/, the default tables untouched;
+    and its cost estimate matches the ledger in chat_logprobs mode too."""
+    work = _copy(finished, tmp_path)
+
+    def roles_only(config):
+        for role in (*config["explainers"].values(), *config["simulators"].values()):
+            role["model"] = "loop-model-2"
+        config["simulators"]["loop"]["mode"] = "chat_logprobs"
+
+    _edit_config(work, roles_only, "config/roles_only.yaml")
+    before = _digests(work / "results")
+    plan = _dry_run_jobs(work, "results/roles_only/table6.csv", "--configfile", "config/roles_only.yaml")
+    assert plan and not {"prepare_model", "build_corpus", "extract_activations"} & set(plan), plan
+    proc = snakemake(work, "--cores", "2", "results/roles_only/table6.csv", "--configfile", "config/roles_only.yaml")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = proc.stdout + proc.stderr
+    assert "rule extract_activations" not in out and "rule build_corpus" not in out
+    run = work / "results" / "roles_only"
+    assert {"table1.csv", "table2.csv", "table6.csv", "cost_estimate.csv"} <= {p.name for p in run.glob("*.csv")}
+    assert _digests(work / "results") == before  # the default run's tables, byte for byte
+    scores = pq.read_table(run / "smol" / "pydocs" / "scores" / "rnd" / "loop" / "loop" / "Summary.parquet")
+    assert scores.num_rows == 3 and all(math.isfinite(x) for x in scores.column("score").to_pylist())
+    assert (work / "logs" / "roles_only" / "smol" / "pydocs" / "simulate" / "rnd" / "loop" / "loop"
+            / "Summary.log").exists()
+    _check_estimate(_estimate(run / "cost_estimate.csv"), _ledger_cost(run))
+    # The default run's table path under this config says where this run's table is.
+    wrong = snakemake(work, "-n", "results/table6.csv", "--configfile", "config/roles_only.yaml")
+    assert wrong.returncode != 0 and "ask for results/roles_only/table6.csv" in wrong.stdout + wrong.stderr
+
+
+def test_the_budget_stops_the_run_before_any_paid_call(finished, server, tmp_path):
+    work = _copy(finished, tmp_path)
+
+    def over_budget(config):
+        config["explainers"]["loop"]["model"] = "loop-model-3"  # uncached: explain would have to pay
+        config["llm"]["max_cost_usd"] = 0.0001
+
+    _edit_config(work, over_budget)
+    before = server.count()
+    proc = snakemake(work, "--cores", "2", "results/table6.csv")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "exceeds llm.max_cost_usd = $0.00" in out and "explain $" in out and "simulate_score $" in out, out[-3000:]
+    assert server.count() == before  # not one paid request
+
+
+def test_keys_are_needed_only_by_runs_that_call_an_endpoint(finished, server, tmp_path):
+    work = _copy(finished, tmp_path)
+    assert _dry_run_jobs(work, "--forcerun", "explain", without=("AUTOINTERP_TEST_KEY",))["explain"] > 0
+    before = server.count()
+    proc = snakemake(work, "--cores", "2", "--forcerun", "explain", "results/table6.csv", without=("AUTOINTERP_TEST_KEY",))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "the environment lacks $AUTOINTERP_TEST_KEY (for explainers.loop" in out, out[-3000:]
+    assert "Finished jobid" not in out and server.count() == before  # reported before any job started
+    # A run that calls no endpoint needs no key.
+    ok = snakemake(work, "--cores", "2", "--forcerun", "table1", "results/table1.csv", without=("AUTOINTERP_TEST_KEY",))
+    assert ok.returncode == 0, ok.stderr[-3000:]
+
+
+def test_a_dead_endpoint_fails_with_one_clear_line(finished, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    work = _copy(finished, tmp_path)
+    _edit_config(work, lambda c: c["explainers"]["loop"].update(base_url=f"http://127.0.0.1:{port}/v1",
+                                                                 model="loop-model-4"))
+    target = "results/smol/pydocs/explanations/rnd/loop/Original.jsonl"
+    proc = snakemake(work, "--cores", "2", target)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"endpoint not reachable at http://127.0.0.1:{port}/v1" in out, out[-3000:]
+    log = (work / "logs" / "smol" / "pydocs" / "explain" / "rnd" / "loop" / "Original.log").read_text()
+    assert f"not reachable at http://127.0.0.1:{port}/v1" in log  # kept where the user can read it
+    assert "Traceback" not in out

@@ -29,16 +29,20 @@ def make_workdir(tmp: Path, config: dict, prepared_model: Path | None = None) ->
 PLANTED_KEY = "sk-planted-SECRET-4f1c9e"
 
 
-def snakemake(work: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+def snakemake(work: Path, *args: str, timeout: int = 900, without: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``python -m snakemake *args`` in ``work``, with the planted key (unless listed in ``without``)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "AUTOINTERP_TEST_KEY": PLANTED_KEY}
+    for name in without:
+        env.pop(name, None)
     return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=work, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 
-def loopback_roles(base_url: str) -> dict:
-    """Explainer and simulator on the loopback test server; the key comes from a planted env var."""
+def loopback_roles(base_url: str, **prices: float) -> dict:
+    """Explainer and simulator on the loopback test server; the key comes from a planted env var. ``prices``
+    (price_input_per_1m, price_output_per_1m) make every role a priced one."""
     role = {"provider": "openai", "model": "loop-model", "base_url": base_url, "api_key_env": "AUTOINTERP_TEST_KEY",
-            "context_length": 8192, "concurrency": 8}
+            "context_length": 8192, "concurrency": 8, **prices}
     shared = ROOT.parent / "shared" / "reference-data" / "puzzles.json"
     puzzle_sets = {"gen": {"source": "generated", "rules": ["of", "quotes", "negation"], "sentences_per_puzzle": 6}}
     if shared.exists():  # the official puzzles, given as a file (CI has ../shared)

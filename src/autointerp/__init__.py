@@ -7,6 +7,7 @@ def known_errors() -> tuple[type[BaseException], ...]:
     """Error classes that carry a complete user-facing message (printed without a traceback)."""
     from autointerp.common.config import ConfigError
     from autointerp.common.io import InputFileError
+    from autointerp.llm.client import LLMError
     from autointerp.llm.config import LLMConfigError
     from autointerp.extract.corpus import CorpusError
     from autointerp.extract.activations import ExtractionError
@@ -17,6 +18,9 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from autointerp.extract.subject_models import SubjectModelError
 
     from autointerp.explain.stage import ExplainError
+    from autointerp.simulate.stage import SimulateError
+    from autointerp.tables.cost import BudgetError
 
     return (ConfigError, CorpusError, ExtractionError, NeuronSetError, RecordError, SubjectModelError,
-            FormatConfigError, PuzzleError, ExplainError, InputFileError, LLMConfigError)
+            FormatConfigError, PuzzleError, ExplainError, InputFileError, LLMConfigError, LLMError, SimulateError,
+            BudgetError)

@@ -58,3 +58,29 @@ def validate_config(config: dict, schema_path) -> dict:
     for _ in set_defaults(Draft202012Validator)(schema).iter_errors(config):
         pass
     return config
+
+
+DEFAULT_RUN = "default"
+
+
+def run_name(config: dict, configfiles=()) -> str:
+    """The run's name: ``config['run']``, else the last ``--configfile``'s stem (``config/presets/x.yaml`` -> ``x``;
+    the default file ``config.yaml`` -> ``default``), else ``default``. Two configs then never share tables."""
+    if config.get("run"):
+        return str(config["run"])
+    stems = [Path(str(f)).stem for f in configfiles]
+    if stems and stems[-1] != "config":
+        name = stems[-1]
+        if not name[:1].isalnum() or not all(c.isalnum() or c in "_.-" for c in name) or name == "puzzles":
+            raise ConfigError(f"config file name {name!r} cannot name a run: set run: <name> in the file "
+                              "(letters, digits, _ . -)")
+        return name
+    return DEFAULT_RUN
+
+
+def run_dirs(run: str) -> dict[str, str]:
+    """Where one run's results, logs and benchmarks go. The default run keeps the top-level folders (the main
+    command stays ``snakemake --cores 8 results/table6.csv``); any other run gets its own subfolder in each."""
+    if run == DEFAULT_RUN:
+        return {"results": "results", "logs": "logs", "benchmarks": "benchmarks"}
+    return {"results": f"results/{run}", "logs": f"logs/{run}", "benchmarks": f"benchmarks/{run}"}

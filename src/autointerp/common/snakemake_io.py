@@ -40,6 +40,19 @@ def rule_context(snakemake):
         handler.close()
 
 
+def console(message: str) -> None:
+    """One line for the user's console as well as the rule's log (Snakemake shows a script's stderr)."""
+    logging.getLogger("autointerp").info("%s", message)
+    print(message, file=sys.stderr, flush=True)
+
+
+def job_label(io: "RuleIO") -> str:
+    """``rule set/explainer/[simulator/]format``: how progress and summary lines name a job."""
+    w = io.wildcards
+    parts = [w[k] for k in ("neuron_set", "puzzle_set", "explainer", "simulator", "format") if w.get(k)]
+    return f"{io.rule} {'/'.join(parts)}".strip()
+
+
 def usable_threads(requested) -> int:
     """Threads for torch: what the rule asked for, never more than the machine's cores (--cores 8 on a
     2-core laptop must not oversubscribe), at least 1."""

@@ -16,6 +16,8 @@ Tokens generated after the prompt (``max_tokens > 0``) are not merged.
 Second non-standard field: ``"echo_positions_near": "\t"`` (or null for every position) limits the echoed
 ``top_logprobs``/``token_logprobs`` to the tokens that follow that text, or begin with it and go on; the others are
 null (tokens and offsets stay complete). Absent, the engine's ``echo_positions_near`` decides.
+
+``cancelled`` (from the server: has the client gone?) is handed to every engine call; see ``RequestCancelled``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from autointerp.engine.engine import LocalEngine
@@ -98,7 +100,8 @@ def _model_name(engine: LocalEngine, body: dict[str, Any], seen: set[str]) -> st
     return name
 
 
-def chat_completion(engine: LocalEngine, body: dict[str, Any], seen: set[str] | None = None) -> dict[str, Any]:
+def chat_completion(engine: LocalEngine, body: dict[str, Any], seen: set[str] | None = None,
+                    cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:
     _reject_unsupported(body, chat=True)
     model = _model_name(engine, body, seen if seen is not None else set())
     if "messages" not in body:
@@ -121,6 +124,7 @@ def chat_completion(engine: LocalEngine, body: dict[str, Any], seen: set[str] | 
         top_logprobs=top or 0,
         stop=body.get("stop"),
         ignore_eos=_flag(body, "ignore_eos"),
+        cancelled=cancelled,
     )
     return {
         "id": "chatcmpl-" + uuid.uuid4().hex,
@@ -138,7 +142,8 @@ def chat_completion(engine: LocalEngine, body: dict[str, Any], seen: set[str] | 
     }
 
 
-def completion(engine: LocalEngine, body: dict[str, Any], seen: set[str] | None = None) -> dict[str, Any]:
+def completion(engine: LocalEngine, body: dict[str, Any], seen: set[str] | None = None,
+               cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:
     _reject_unsupported(body, chat=False)
     model = _model_name(engine, body, seen if seen is not None else set())
     prompt = body.get("prompt")
@@ -164,7 +169,8 @@ def completion(engine: LocalEngine, body: dict[str, Any], seen: set[str] | None 
     if echo:
         text = prompt
         if n_top is not None:
-            pl = engine.prompt_logprobs(prompt, top_logprobs=n_top, merge_digit_numbers=merge, positions_near=near)
+            pl = engine.prompt_logprobs(prompt, top_logprobs=n_top, merge_digit_numbers=merge, positions_near=near,
+                                        cancelled=cancelled)
             lp = pl.legacy()
             prompt_tokens = len(pl.tokens)
         else:
@@ -180,6 +186,7 @@ def completion(engine: LocalEngine, body: dict[str, Any], seen: set[str] | None 
             top_logprobs=n_top or 0,
             stop=body.get("stop"),
             ignore_eos=_flag(body, "ignore_eos"),
+            cancelled=cancelled,
         )
         base = len(text)
         text += gen.text

@@ -24,15 +24,21 @@ Tokens: strings come from each token's exact bytes (see ``tokens.py``), so ``''.
 prompt whose characters are not split across tokens; a split multi-byte character (CJK, emoji) yields OpenAI's
 ``"bytes:\\xe6"`` spellings, which the reference simulator parser reassembles. ``text_offset`` is the character
 offset in the prompt where each token's first byte lies.
+
+Cancellation: ``chat``, ``complete`` and ``prompt_logprobs`` take ``cancelled``, a cheap check the HTTP server passes
+(is the client still connected?). It is asked once the request holds the model lock, before every decode step and
+between the unembedding chunks of an echo; when it says yes the call raises ``RequestCancelled`` and leaves the
+prefix cache as it was. One forward pass is never interrupted. Without it (the default) nothing changes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -43,12 +49,22 @@ from autointerp.engine.results import GeneratedToken, Generation, PromptLogprobs
 from autointerp.engine.tokens import TokenTable
 from autointerp.engine.validation import EngineError, normalise_messages
 
-__all__ = ["EngineError", "GeneratedToken", "Generation", "LocalEngine", "PromptLogprobs"]
+__all__ = ["EngineError", "GeneratedToken", "Generation", "LocalEngine", "PromptLogprobs", "RequestCancelled"]
 
 log = logging.getLogger("autointerp.engine")
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 _LM_HEAD_CHUNK = 128  # rows of logits materialised at once (128 x 49,152 fp32 = 25 MB)
+
+
+class RequestCancelled(Exception):
+    """An engine call stopped because its ``cancelled()`` check said yes (the HTTP client went away).
+
+    ``generated_tokens``: tokens sampled before it stopped (0 when it stopped before generating)."""
+
+    def __init__(self, generated_tokens: int = 0):
+        super().__init__(f"request cancelled after {generated_tokens} generated tokens")
+        self.generated_tokens = generated_tokens
 
 
 class LocalEngine:
@@ -106,6 +122,9 @@ class LocalEngine:
         self._eos_ids = self._detect_eos()
         self._lock = threading.Lock()  # the model and the prefix store: one request at a time
         self._tok_lock = threading.Lock()  # Rust tokenizers can raise "Already borrowed" under concurrent use
+        # the calling thread's cancelled() check: per thread, so the loops deep inside (decode steps, echo chunks in
+        # logprobs.py) see it without a parameter through every layer; requests run one per thread
+        self._request = threading.local()
         self._digit_ids = echo.detect_digits(self.table, self.tokenize)
         self.number_aware_logprobs = bool(number_aware_logprobs)
         self.number_aware_after = number_aware_after
@@ -115,7 +134,8 @@ class LocalEngine:
                         "(or has a \"10\" token); the mode changes nothing")
         num_layers = int(self.config.get_text_config(decoder=True).num_hidden_layers)
         self.prefix = PrefixStore(num_layers, cache_entries, cache_max_tokens)
-        self.stats = {"requests": 0, "prefill_tokens": 0, "reused_tokens": 0, "generated_tokens": 0}
+        # cancelled: calls stopped by their cancelled() check (their tokens count in generated_tokens)
+        self.stats = {"requests": 0, "prefill_tokens": 0, "reused_tokens": 0, "generated_tokens": 0, "cancelled": 0}
         # timings of the latest request: prefill_s/prefill_tokens/reused_tokens, decode_s/decode_tokens
         self.last_timing: dict[str, float] = {}
         log.info(
@@ -200,6 +220,7 @@ class LocalEngine:
         stop: str | Sequence[str] | None = None,
         *,
         ignore_eos: bool = False,
+        cancelled: Callable[[], bool] | None = None,
     ) -> Generation:
         """Sample an assistant reply. ``logprobs`` are of the model's own (temperature-1, untruncated) distribution.
 
@@ -209,11 +230,13 @@ class LocalEngine:
         (``random.SystemRandom``), so replies differ between calls; it is returned as ``Generation.seed``.
         Temperature 0 is greedy and ignores the seed.
         ``ignore_eos`` keeps sampling past the end token (for benchmarks; vLLM's option of the same name).
+        ``cancelled``: asked before the work and each decode step; True raises ``RequestCancelled`` (module doc).
         """
         text = self.render_chat(messages)
         ids = self.tokenize(text)  # the template text carries its own special tokens; no BOS added
-        return generation.generate(self, ids, temperature, top_p, max_tokens, seed, logprobs, top_logprobs, stop,
-                                   ignore_eos)
+        with self._cancellable(cancelled):
+            return generation.generate(self, ids, temperature, top_p, max_tokens, seed, logprobs, top_logprobs,
+                                       stop, ignore_eos)
 
     def complete(
         self,
@@ -227,17 +250,21 @@ class LocalEngine:
         stop: str | Sequence[str] | None = None,
         *,
         ignore_eos: bool = False,
+        cancelled: Callable[[], bool] | None = None,
     ) -> Generation:
-        """Continue a raw prompt (no chat template; hidden BOS as for ``prompt_logprobs``; ``seed`` as for ``chat``)."""
+        """Continue a raw prompt (no chat template; hidden BOS as for ``prompt_logprobs``; ``seed`` and ``cancelled``
+        as for ``chat``)."""
         ids = self._bos_prefix + self.tokenize(prompt)
         if not ids:
             raise EngineError("empty prompt", "prompt")
-        return generation.generate(self, ids, temperature, top_p, max_tokens, seed, logprobs, top_logprobs, stop,
-                                   ignore_eos)
+        with self._cancellable(cancelled):
+            return generation.generate(self, ids, temperature, top_p, max_tokens, seed, logprobs, top_logprobs,
+                                       stop, ignore_eos)
 
     def prompt_logprobs(
         self, prompt: str, top_logprobs: int = 15, positions: Iterable[int] | None = None,
         merge_digit_numbers: bool | None = None, positions_near: str | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> PromptLogprobs:
         """Echo logprobs of ``prompt``: one forward pass (minus any reused prefix), no sampling.
 
@@ -249,8 +276,10 @@ class LocalEngine:
         engine's ``number_aware_logprobs`` (False unless constructed so).
         ``positions_near``: only tokens that follow a token ending with this text, or begin with it and go on (within
         ``positions`` when both are given); the other entries are None. Tokens and offsets stay complete.
+        ``cancelled``: asked before the forward pass and between its unembedding chunks (module doc).
         """
-        return echo.prompt_logprobs(self, prompt, top_logprobs, positions, merge_digit_numbers, positions_near)
+        with self._cancellable(cancelled):
+            return echo.prompt_logprobs(self, prompt, top_logprobs, positions, merge_digit_numbers, positions_near)
 
     # cache control (for benchmarks and tests)
     def clear_cache(self) -> None:
@@ -272,6 +301,24 @@ class LocalEngine:
         return out
 
     # ------------------------------------------------------------------------------------------ internals
+
+    @contextlib.contextmanager
+    def _cancellable(self, cancelled: Callable[[], bool] | None) -> Iterator[None]:
+        before = getattr(self._request, "cancelled", None)
+        self._request.cancelled = cancelled
+        try:
+            yield
+        finally:
+            self._request.cancelled = before
+
+    def _stop_if_cancelled(self, generated: int = 0) -> None:
+        """Raise ``RequestCancelled`` if this thread's request has a ``cancelled()`` check that says yes. Call under
+        ``_lock``, between steps; ``generated``: tokens sampled so far."""
+        check = getattr(self._request, "cancelled", None)
+        if check is not None and check():
+            self.stats["cancelled"] += 1
+            self.stats["generated_tokens"] += generated
+            raise RequestCancelled(generated)
 
     def _check_length(self, n_prompt: int) -> None:
         if n_prompt >= self.max_context:
@@ -295,7 +342,9 @@ class LocalEngine:
         Row r is the model's output at position r (the distribution of token r+1). ``needed_rows`` get top-K.
         ``digits`` > 0: also fill ``rows.dig`` for the needed rows whose top-``digits`` holds the token "1"
         (number-aware mode; one extra batched forward, see ``logprobs.digit_pass``). Call under ``_lock``.
+        First of all (the lock may have been a long wait) and between chunks, it stops if the caller has gone.
         """
+        self._stop_if_cancelled()
         t0 = time.perf_counter()
         n = len(ids)
         ids_t = torch.tensor(ids, dtype=torch.int64)
@@ -319,6 +368,8 @@ class LocalEngine:
             has_next = todo_t + 1 < n
             nxt[has_next] = ids_t[todo_t[has_next] + 1]
             for s in range(0, todo_t.numel(), _LM_HEAD_CHUNK):
+                if s:
+                    self._stop_if_cancelled()
                 sel = todo_t[s : s + _LM_HEAD_CHUNK]
                 lsm = torch.log_softmax(self._logits(hidden[sel - reuse]), dim=-1)
                 v, i = torch.topk(lsm, k_store, dim=-1)
@@ -331,6 +382,7 @@ class LocalEngine:
         del out, hidden
         n_digit, digit_s = 0, 0.0
         if digits > 0 and self._digit_ids is not None:
+            self._stop_if_cancelled()
             t1 = time.perf_counter()
             todo_rows = echo.digit_rows(self, ids, needed, rows, digits)
             n_digit = int(todo_rows.numel())

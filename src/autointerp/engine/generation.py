@@ -110,6 +110,7 @@ def _decode(
         if len(out_ids) >= limit:
             break
         fed.append(tok)
+        engine._stop_if_cancelled(len(out_ids))  # the caller may have gone: stop between steps
         step = engine._base(input_ids=torch.tensor([[tok]]), past_key_values=cache, use_cache=True)
         logits = engine._logits(step.last_hidden_state[0, -1:])[0]
     engine.stats["generated_tokens"] += len(out_ids)

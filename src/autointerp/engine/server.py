@@ -12,6 +12,10 @@ Embeddings (addition): a server built with an embedder (``serve(engine, embedder
 Loopback details that matter (measured, see research/offline_stack.md): TCP_NODELAY on every connection, each
 response written with one ``write`` (otherwise Nagle + delayed ACK add ~40 ms per request), and a listen backlog
 well above 5 so bursts of connections are queued, not refused. The engine serialises model work itself.
+
+A client that goes away (timed out, killed) stops its request: the engine asks ``_ClientGone`` once it holds the
+model lock and between decode steps, raises ``RequestCancelled``, and the server logs one line, writes nothing and
+closes the connection, so a dead request neither finishes nor delays the ones queued behind it.
 """
 
 from __future__ import annotations
@@ -21,11 +25,14 @@ import email.utils
 import http.server
 import json
 import logging
+import select
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Iterator
 
 from autointerp.engine.api import RequestError, chat_completion, completion
+from autointerp.engine.engine import RequestCancelled
 from autointerp.engine.validation import EngineError
 
 if TYPE_CHECKING:
@@ -36,6 +43,8 @@ log = logging.getLogger("autointerp.engine.server")
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 
+CLIENT_CHECK_INTERVAL_S = 0.05  # the engine asks per decode step; the socket is looked at this often at most
+
 _STATUS_TEXT = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 411: "Length Required",
                 413: "Payload Too Large", 500: "Internal Server Error"}
 
@@ -43,6 +52,46 @@ _STATUS_TEXT = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method No
 def _error_body(message: str, *, kind: str = "invalid_request_error", param: str | None = None,
                 code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+class _ClientGone:
+    """``cancelled()`` for one request: has the peer closed (or reset) its connection?
+
+    A closed peer makes the socket readable with ``recv(MSG_PEEK)`` returning b"". Peeking consumes nothing, so a
+    pipelined next request stays in place (and reads as "still there"). Once gone, always gone. Called from the
+    handler's own thread (the engine runs in it), so no locking."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        self._poll = select.poll() if hasattr(select, "poll") else None  # poll: no FD_SETSIZE limit
+        if self._poll is not None:
+            self._poll.register(sock, select.POLLIN | select.POLLPRI)
+        self._next = 0.0  # the first call always looks (it follows the wait for the engine lock)
+        self.gone = False
+
+    def __call__(self) -> bool:
+        if self.gone:
+            return True
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + CLIENT_CHECK_INTERVAL_S
+        self.gone = self._peer_closed()
+        return self.gone
+
+    def _peer_closed(self) -> bool:
+        try:
+            if self._poll is not None:
+                ready = bool(self._poll.poll(0))
+            else:
+                ready = bool(select.select([self._sock], [], [], 0)[0])
+            if not ready:
+                return False
+            return self._sock.recv(1, socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)) == b""
+        except (BlockingIOError, InterruptedError):  # nothing to read after all
+            return False
+        except (OSError, ValueError):  # reset (ConnectionResetError) or already closed: the client is gone
+            return True
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -153,7 +202,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.server.embedder is not None:  # addition: embeddings (see embedder.py)
             from autointerp.engine.embedder import embeddings_response
 
-            routes["/v1/embeddings"] = lambda _engine, body, _seen: embeddings_response(self.server.embedder, body)
+            routes["/v1/embeddings"] = lambda _engine, body, _seen, _cancelled: embeddings_response(
+                self.server.embedder, body)
         if path not in routes:
             self._error(404, f"no route POST {path}", code="not_found")
             return
@@ -166,7 +216,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._error(400, "request body must be a JSON object", code="invalid_json")
             return
         try:
-            payload = routes[path](self.server.engine, body, self.server.models_seen)
+            payload = routes[path](self.server.engine, body, self.server.models_seen, _ClientGone(self.connection))
+        except RequestCancelled as exc:  # nobody to answer: drop the connection
+            log.info("client disconnected: stopped %s after %d generated tokens", path, exc.generated_tokens)
+            self.close_connection = True
         except RequestError as exc:
             self._error(exc.status, str(exc), param=exc.param, code=exc.code)
         except EngineError as exc:

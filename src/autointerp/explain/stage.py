@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from autointerp.common.io import atomic_write_text, read_jsonl
 from autointerp.common.settings import Settings
 from autointerp.common.snakemake_io import RuleIO
-from autointerp.llm import run_many
+from autointerp.llm import EndpointError, run_many
+from autointerp.common.snakemake_io import console, job_label
 from autointerp.llm.settings import ExplainerRole
 
 log = logging.getLogger("autointerp.explain.stage")
@@ -55,6 +56,7 @@ class ExplainSettings(Settings):
     samples: int  # the role's samples; puzzles.samples for puzzle prompts
     max_extra_samples: int
     max_invalid_fraction: float
+    max_failed_fraction: float
     cache_dir: str
 
     @classmethod
@@ -64,7 +66,8 @@ class ExplainSettings(Settings):
         samples = config["puzzles"]["samples"] if "puzzle_set" in wildcards else role.samples
         llm = config["llm"]
         return cls(explainer=name, role=role, samples=samples, max_extra_samples=llm["max_extra_samples"],
-                   max_invalid_fraction=llm["max_invalid_fraction"], cache_dir=llm["cache_dir"])
+                   max_invalid_fraction=llm["max_invalid_fraction"],
+                   max_failed_fraction=llm["max_failed_fraction"], cache_dir=llm["cache_dir"])
 
 
 @dataclass
@@ -120,16 +123,18 @@ async def explain_all(client, prompts: list[dict], settings: ExplainSettings, mo
                              concurrency=max(1, client.cfg.concurrency))
     out = ExplainOutcome()
     for (prompt, sample), res in zip(jobs, results):
+        if isinstance(res, EndpointError):
+            raise res  # the endpoint itself is unusable: one line, not one failure per prompt
         if isinstance(res, BaseException):
             out.failures.append({"layer": prompt["layer"], "neuron": prompt["neuron"], "format": prompt["format"],
-                                 "sample": sample, "reason": f"{type(res).__name__}: {res}"})
+                                 "sample": sample, "kind": "call_failed", "reason": f"{type(res).__name__}: {res}"})
             continue
         valid, invalid = res
         if valid is not None:
             out.lines.append(valid)
         else:
             out.failures.append({"layer": prompt["layer"], "neuron": prompt["neuron"], "format": prompt["format"],
-                                 "sample": sample, "reason": "no usable explanation",
+                                 "sample": sample, "kind": "invalid", "reason": "no usable explanation",
                                  "raw_completions": [r["raw_completion"] for r in invalid]})
     out.totals = client.ledger.totals()
     return out
@@ -139,6 +144,10 @@ def write_jsonl(path, rows: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows))
 
 
+def unit(prompts: list[dict]) -> str:
+    return "puzzles" if prompts and "puzzle" in prompts[0] else "neurons"
+
+
 def run_explain_job(settings: ExplainSettings, io: RuleIO) -> dict:
     """Explain every prompt of ``io.input["prompts"]``; writes explanations, failures and usage."""
     from autointerp.llm.roles import open_client
@@ -146,24 +155,37 @@ def run_explain_job(settings: ExplainSettings, io: RuleIO) -> dict:
     out_path, failures_path, usage_path = io.output["explanations"], io.output["failures"], io.output["usage"]
     prompts = read_jsonl(io.input["prompts"])
     engine = io.input.get("engine") or None
+    label = job_label(io)
     with open_client(settings.explainer, settings.role, cache_dir=settings.cache_dir,
                      engine_dir=engine[0] if engine else None, threads=io.threads) as client:
+        client.start_progress(len(prompts) * settings.samples, label)
         outcome = asyncio.run(explain_all(client, prompts, settings, settings.role.model))
         calls = [dataclasses.asdict(r) for r in client.ledger.records]
     neurons = {(p["layer"], p["neuron"]) for p in prompts}
     ok = {(r["layer"], r["neuron"]) for r in outcome.lines}
     without = sorted(neurons - ok)
-    summary = {"neurons": len(neurons), "explanations": len(outcome.lines), "failed_samples": len(outcome.failures),
-               "neurons_without_explanation": len(without), **{k: v for k, v in outcome.totals.items()
-                                                                if k != "by_role"}}
+    failed = [f for f in outcome.failures if f["kind"] == "call_failed"]
+    invalid = [f for f in outcome.failures if f["kind"] == "invalid"]
+    summary = {"neurons": len(neurons), "explanations": len(outcome.lines), "failed_calls": len(failed),
+               "invalid_samples": len(invalid), "neurons_without_explanation": len(without),
+               **{k: v for k, v in outcome.totals.items() if k != "by_role"}}
     for failure in outcome.failures:
-        log.warning("no valid explanation: %s", json.dumps(failure, ensure_ascii=False))
-    if neurons and len(without) / len(neurons) > settings.max_invalid_fraction:
-        # Snakemake deletes a failed job's outputs, so the failures go to the log (kept), not only to a file.
+        log.warning("no explanation: %s", json.dumps(failure, ensure_ascii=False))
+    console(f"{label}: {len(ok)}/{len(neurons)} {unit(prompts)} explained; {len(failed)} calls failed"
+            + (f" ({failed[0]['reason']})" if failed else "") + f", {len(invalid)} samples without a usable reply")
+    jobs = len(prompts) * settings.samples
+    if failed and len(failed) / max(1, jobs) > settings.max_failed_fraction:
+        # Snakemake deletes a failed job's outputs: the failures are in the rule's log (kept), not only in a file.
         raise ExplainError(
-            f"{len(without)} of {len(neurons)} neurons ended without a valid explanation "
+            f"{len(failed)} of {jobs} explain calls failed for good (first: {failed[0]['reason']}); the other "
+            f"{jobs - len(failed)} are cached, so rerunning the same command retries only the failed ones "
+            f"(limit llm.max_failed_fraction = {settings.max_failed_fraction:.0%}; each failure is in the log)")
+    unusable = sorted({(f["layer"], f["neuron"]) for f in invalid} - ok)
+    if neurons and len(unusable) / len(neurons) > settings.max_invalid_fraction:
+        raise ExplainError(
+            f"{len(unusable)} of {len(neurons)} {unit(prompts)} ended without a valid explanation "
             f"(limit llm.max_invalid_fraction = {settings.max_invalid_fraction:.0%}); the replies are in the "
-            "rule's log: " + ", ".join(f"{layer}:{neuron}" for layer, neuron in without[:20]))
+            "rule's log: " + ", ".join(f"{layer}:{neuron}" for layer, neuron in unusable[:20]))
     write_jsonl(failures_path, outcome.failures)
     write_jsonl(out_path, sorted(outcome.lines, key=lambda r: (r["layer"], r["neuron"], r["sample"])))
     atomic_write_text(usage_path, json.dumps({"totals": summary, "calls": calls}, indent=1, sort_keys=True) + "\n")

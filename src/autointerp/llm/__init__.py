@@ -6,6 +6,7 @@ from autointerp.llm.client import (
     ChatResult,
     EchoLogprobsResult,
     EmbedResult,
+    EndpointError,
     LLMClient,
     LLMError,
     LLMRequestError,
@@ -16,14 +17,16 @@ from autointerp.llm.client import (
     estimate_tokens,
     is_retryable,
     make_clients,
+    redact,
     run_many,
 )
 from autointerp.llm.config import LLMConfigError, RoleConfig, normalise_base_url
 from autointerp.llm.ledger import Ledger, UsageRecord, estimate_cost
+from autointerp.llm.progress import Progress
 
 __all__ = [
-    "ChatResult", "EchoLogprobsResult", "EmbedResult", "LLMClient", "LLMConfigError", "LLMError", "LLMRequestError",
-    "LLMResult", "Ledger", "MalformedResponseError", "RatePacer", "ResponseCache", "RoleConfig", "Usage", "UsageRecord",
-    "cache_key", "canonical_json", "estimate_cost", "estimate_tokens", "is_retryable", "make_clients",
-    "normalise_base_url", "run_many",
+    "ChatResult", "EchoLogprobsResult", "EmbedResult", "EndpointError", "LLMClient", "LLMConfigError", "LLMError",
+    "LLMRequestError", "LLMResult", "Ledger", "MalformedResponseError", "Progress", "RatePacer", "ResponseCache",
+    "RoleConfig", "Usage", "UsageRecord", "cache_key", "canonical_json", "estimate_cost", "estimate_tokens",
+    "is_retryable", "make_clients", "normalise_base_url", "redact", "run_many",
 ]

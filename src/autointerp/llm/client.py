@@ -15,10 +15,14 @@ from __future__ import annotations
 import array
 import asyncio
 import base64
+import difflib
 import email.utils
 import json
+import logging
 import math
+import os
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -35,10 +39,26 @@ except ImportError:  # pragma: no cover - older SDKs
 from autointerp.llm.cache import ResponseCache, cache_key
 from autointerp.llm.config import RoleConfig
 from autointerp.llm.ledger import Ledger, UsageRecord, estimate_cost
+from autointerp.llm.progress import Progress
+
+log = logging.getLogger("autointerp.llm.client")
 
 
-class LLMError(Exception):
-    pass
+class LLMError(RuntimeError):
+    """Base of the client's errors; each carries a complete one-line message (never the API key)."""
+
+
+class EndpointError(LLMError):
+    """The role's endpoint is unusable (unreachable, rejects the key, does not serve the model); found by the check
+    before the first request, and raised by every call of that client."""
+
+    def __init__(self, message: str, *, role: str, model: str, endpoint: str, status: int | None = None):
+        super().__init__(message)
+        self.role, self.model, self.endpoint, self.status = role, model, endpoint, status
+
+    def copy(self) -> "EndpointError":
+        """A fresh instance (each failed call raises its own: re-raising one object grows its traceback)."""
+        return EndpointError(str(self), role=self.role, model=self.model, endpoint=self.endpoint, status=self.status)
 
 
 class LLMRequestError(LLMError):
@@ -148,9 +168,11 @@ async def _post(oa: openai.AsyncOpenAI, path: str, body: dict[str, Any]) -> dict
     try:
         out = json.loads(raw.content)
     except ValueError as e:
-        raise MalformedResponseError(f"response is not JSON: {e}") from e
+        # The decoder's message gives only the position, never the body (which may echo request headers).
+        raise MalformedResponseError(f"response is not JSON ({len(raw.content)} bytes): "
+                                     f"{type(e).__name__} at {getattr(e, 'pos', '?')}") from None
     if not isinstance(out, dict):
-        raise MalformedResponseError("response JSON is not an object")
+        raise MalformedResponseError(f"response JSON is a {type(out).__name__}, not an object")
     return out
 
 
@@ -158,7 +180,8 @@ def _parsed(parse: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
     try:
         return parse(*args)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
-        raise MalformedResponseError(f"unexpected response shape: {type(e).__name__}: {e}") from e
+        # Messages such as float()'s quote body values: keep them short (the client redacts the key as well).
+        raise MalformedResponseError(f"unexpected response shape: {type(e).__name__}: {str(e)[:120]}") from None
 
 
 # ---------------------------------------------------------------- retry policy
@@ -194,6 +217,26 @@ def retry_after_s(exc: BaseException | None) -> float | None:
             except (TypeError, ValueError):
                 return None
     return max(value, 0.0) if value is not None and math.isfinite(value) else None
+
+
+# ---------------------------------------------------------------- secrets
+
+_BEARER_RE = re.compile(r"(?i)\b(bearer)\s+[^\s\"',;]+")
+_KEYLIKE_RE = re.compile(r"\b(sk)-[A-Za-z0-9_\-]{12,}")
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with the key (verbatim or JSON-escaped), any ``Bearer <token>`` and sk-... key-like strings masked.
+    Every message the client produces passes through here."""
+    if secret:
+        forms = {secret, json.dumps(secret)[1:-1]}
+        for form in sorted(forms, key=len, reverse=True):
+            if len(form) >= 6:
+                text = text.replace(form, "***")
+            else:  # a short key (a placeholder such as "x"): only whole words, so messages stay readable
+                text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(form)}(?![A-Za-z0-9])", "***", text)
+    text = _BEARER_RE.sub(lambda m: f"{m.group(1)} ***", text)
+    return _KEYLIKE_RE.sub(lambda m: f"{m.group(1)}-***", text)
 
 
 def estimate_tokens(text: str) -> int:
@@ -239,6 +282,7 @@ class _LoopState:
     client: openai.AsyncOpenAI
     semaphore: asyncio.Semaphore
     closer: Any = None
+    check_lock: asyncio.Lock | None = None  # serialises the endpoint check among this loop's first calls
 
 
 async def _close_at_loop_shutdown(client: openai.AsyncOpenAI) -> Any:
@@ -264,6 +308,9 @@ class LLMClient:
         self._rpm = RatePacer(rpm, burst=1) if rpm else None
         # Tokens: a one-minute burst (the provider's own window), since one request may be thousands of tokens.
         self._tpm = RatePacer(tpm, burst=tpm) if tpm else None
+        self._endpoint_checked = False  # once per client, before its first request (never for cache hits)
+        self._endpoint_failure: EndpointError | None = None
+        self._progress: Progress | None = None
 
     @classmethod
     def from_config(cls, role: str, config: dict[str, Any], **kwargs: Any) -> "LLMClient":
@@ -271,6 +318,21 @@ class LLMClient:
 
     def __repr__(self) -> str:
         return f"LLMClient(role={self.cfg.role!r}, model={self.cfg.model!r}, endpoint={self.cfg.base_url!r})"
+
+    # ------------------------------------------------------------ progress
+
+    def start_progress(self, total: int, what: str, interval_s: float = 5.0) -> Progress:
+        """Log ``what: k/total calls (c cached, f failed), r calls/s, ETA t`` (logger autointerp.llm.progress, INFO)
+        at most every ``interval_s`` seconds as calls finish, and once when k reaches total. Replaces any earlier
+        progress of this client."""
+        self._progress = Progress(total, what, interval_s)
+        return self._progress
+
+    def finish_progress(self) -> None:
+        """Log the final line if it was not logged yet (fewer calls than expected) and stop counting."""
+        if self._progress is not None:
+            self._progress.finish()
+            self._progress = None
 
     async def aclose(self) -> None:
         if self._loop_state is not None:
@@ -351,7 +413,7 @@ class LLMClient:
             client = openai.AsyncOpenAI(api_key=self._api_key, base_url=c.base_url, timeout=c.timeout_s,
                                         max_retries=0)
             st = _LoopState(loop=loop, client=client, semaphore=asyncio.Semaphore(c.concurrency),
-                            closer=_close_at_loop_shutdown(client))
+                            closer=_close_at_loop_shutdown(client), check_lock=asyncio.Lock())
             await st.closer.__anext__()
             if self._loop_state is None or self._loop_state.loop is not loop:  # no other task got here first
                 self._loop_state = st
@@ -366,11 +428,106 @@ class LLMClient:
         hint = min(hint, self.cfg.max_retry_after_s)
         return hint + random.uniform(0, 0.1 * hint)  # jitter: clients told the same time must not stampede
 
+    # ------------------------------------------------------------ endpoint check
+
+    async def _ensure_endpoint(self, st: _LoopState) -> None:
+        """The endpoint check, once per client, before its first request; concurrent first calls wait for the one
+        check, and if it failed every call raises (a copy of) its EndpointError at once."""
+        if not self._endpoint_checked:
+            assert st.check_lock is not None
+            async with st.check_lock:
+                if not self._endpoint_checked:
+                    self._endpoint_failure = await self._check_endpoint(st.client)
+                    self._endpoint_checked = True
+        if self._endpoint_failure is not None:
+            raise self._endpoint_failure.copy() from None
+
+    async def _check_endpoint(self, oa: openai.AsyncOpenAI) -> EndpointError | None:
+        """``GET {base_url}/models`` (short timeout, no retries): the error that makes this endpoint unusable, or
+        None. Servers that do not list models, and transient trouble (5xx, left to the retries), pass."""
+        c = self.cfg
+        role, url, model = c.role, str(c.base_url), c.model
+
+        def fail(what: str, status: int | None = None) -> EndpointError:
+            return EndpointError(self._redact(f"role {role}: {what}"), role=role, model=model, endpoint=url,
+                                 status=status)
+
+        timeout = min(10.0, float(c.timeout_s))
+        failure: EndpointError | None = None
+        status: int | None = None
+        body: Any = None
+        try:
+            raw = await oa.get("/models", cast_to=_httpx.Response, options={"timeout": timeout, "max_retries": 0})
+            status = raw.status_code
+            try:
+                body = json.loads(raw.content)
+            except ValueError:
+                body = None
+        except openai.APITimeoutError:
+            failure = fail(f"endpoint not reachable at {url} (no answer within {timeout:g} s); start the server or "
+                           "fix base_url for this role in the config")
+        except openai.APIConnectionError as e:
+            failure = fail(f"endpoint not reachable at {url} ({self._short_reason(e)}); start the server or fix "
+                           "base_url for this role in the config")
+        except openai.APIStatusError as e:
+            status = e.status_code
+        except Exception as e:  # noqa: BLE001 - the check is a convenience: never the reason a job fails
+            log.warning("role %s: could not check the endpoint %s (%s); going on", role, url,
+                        self._redact(f"{type(e).__name__}: {e}")[:200])
+            return None
+        if failure is not None:
+            return failure
+        if status in (401, 403):
+            source = f"from ${c.api_key_env}" if c.api_key_env else "(api_key_env is null: a placeholder key was sent)"
+            return fail(f"{url} rejected the API key {source} (HTTP {status})", status)
+        if status is not None and 200 <= status < 300:
+            served = _served_models(body)
+            if not served:  # not a list, or an empty one (proxies that route any name list nothing)
+                log.info("role %s: %s/models lists no models; not checking that it serves %s", role, url, model)
+                return None
+            if _serves(served, model):
+                log.debug("role %s: %s serves %s", role, url, model)
+                return None
+            listed = difflib.get_close_matches(model, served, n=3, cutoff=0.5)
+            listed += [m for m in sorted(served) if m not in listed]
+            more = ", ..." if len(listed) > 8 else ""
+            return fail(f"model {model} not served by {url} (served: {', '.join(listed[:8])}{more})", status)
+        if status in (404, 405, 501):
+            log.info("role %s: %s does not list its models (HTTP %s); not checking that it serves %s",
+                     role, url, status, model)
+        else:
+            log.warning("role %s: %s/models answered HTTP %s; going on (calls are retried)", role, url, status)
+        return None
+
+    def _short_reason(self, exc: BaseException) -> str:
+        """What went wrong under the SDK's generic 'Connection error.': the transport error's own message."""
+        chain: list[BaseException] = []
+        e: BaseException | None = exc
+        while e is not None and len(chain) < 12 and e not in chain:
+            chain.append(e)
+            e = e.__cause__ or e.__context__
+        os_errors = [x for x in chain if isinstance(x, OSError) and x.errno is not None]
+        if os_errors:  # the socket's own words: "Connection refused", "Name or service not known"
+            deepest = os_errors[-1]
+            no = deepest.errno
+            text = os.strerror(no) if isinstance(no, int) and no > 0 else (deepest.strerror or str(deepest))
+        else:
+            cause = chain[1] if len(chain) > 1 else exc
+            text = str(cause).strip() or type(cause).__name__
+        return self._redact(str(text).splitlines()[0] if str(text).strip() else type(exc).__name__)[:160]
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self._api_key)
+
+    # ------------------------------------------------------------ requests
+
     async def _send_with_retries(self, op: str, est_tokens: int,
                                  send: Callable[[openai.AsyncOpenAI], Awaitable[dict]]) -> tuple[dict[str, Any], int]:
         st = await self._state()
+        await self._ensure_endpoint(st)
         attempts = 0
         data: dict[str, Any] = {}
+        failure: LLMRequestError | None = None
         try:
             # Backoff sleeps happen outside the semaphore, so other requests use the slot meanwhile.
             async for attempt in AsyncRetrying(stop=stop_after_attempt(self.cfg.max_retries + 1), wait=self._wait,
@@ -384,18 +541,22 @@ class LLMClient:
                             await self._tpm.acquire(est_tokens)
                         data = await send(st.client)
         except (openai.OpenAIError, MalformedResponseError) as e:
-            raise self._error(op, e, attempts) from e
+            failure = self._error(op, e, attempts)
+        if failure is not None:
+            # Raised outside the except block and without a cause: the SDK's exception (whose message and
+            # response may echo the request's Authorization header) must not reach a printed traceback.
+            raise failure from None
         return data, attempts
 
     def _error(self, op: str, exc: BaseException, attempts: int) -> LLMRequestError:
         status = getattr(exc, "status_code", None)
         retryable = is_retryable(exc)
-        detail = str(getattr(exc, "message", None) or exc).replace(self._api_key, "***")[:500]
+        detail = self._redact(str(getattr(exc, "message", None) or exc))[:500]
         how = f"gave up after {attempts} attempts" if retryable else "not retryable"
         what = f"HTTP {status}" if status else type(exc).__name__
-        return LLMRequestError(
+        return LLMRequestError(self._redact(
             f"{op} failed for role={self.cfg.role} model={self.cfg.model} endpoint={self.cfg.base_url}: "
-            f"{how}: {what}: {detail}",
+            f"{how}: {what}: {detail}"),
             role=self.cfg.role, model=self.cfg.model, endpoint=str(self.cfg.base_url), status=status,
             retryable=retryable, attempts=attempts)
 
@@ -410,8 +571,9 @@ class LLMClient:
                 pass  # an entry of another shape (older code): refetch and overwrite
         try:
             data, attempts = await self._send_with_retries(op, est_tokens, send)
-        except LLMRequestError as e:
-            self._record(op, key, Usage(), time.perf_counter() - t0, False, e.attempts, str(e))
+        except (LLMRequestError, EndpointError) as e:
+            self._record(op, key, Usage(), time.perf_counter() - t0, False, getattr(e, "attempts", 0),
+                         self._redact(str(e)))
             raise
         if self.cache is not None:  # only successes are stored
             await asyncio.to_thread(self.cache.put, key, material, data)
@@ -434,6 +596,30 @@ class LLMClient:
             role=self.cfg.role, model=self.cfg.model, operation=op, prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens, latency_s=latency, cache_hit=hit, attempts=attempts,
             cost_usd=cost, cache_key=key, timestamp=time.time(), error=error))
+        if self._progress is not None:
+            self._progress.tick(cached=hit, failed=error is not None)
+
+
+def _served_models(body: Any) -> list[str] | None:
+    """The ids of an OpenAI-shaped model list (``{"data": [{"id": ...}, ...]}``), or None for anything else."""
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in data):
+        return None
+    return [m["id"] for m in data]
+
+
+def _serves(served: Iterable[str], model: str) -> bool:
+    """Whether a listed id names the configured model, allowing the spellings servers use for the same model:
+    case, a path prefix ("models/gemini-2.0-flash", "org/model"), Ollama's implicit ":latest" tag."""
+    want = model.strip().lower()
+    want_bare = want.removesuffix(":latest")
+    for sid in served:
+        s = sid.strip().lower()
+        if s == want or s.removesuffix(":latest") == want_bare:
+            return True
+        if s.rsplit("/", 1)[-1] == want or want.rsplit("/", 1)[-1] == s:
+            return True
+    return False
 
 
 def make_clients(llm_config: dict[str, dict[str, Any]], *, roles: Iterable[str] | None = None,

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from autointerp.common.settings import Settings
-from autointerp.common.snakemake_io import RuleIO
+from autointerp.common.snakemake_io import RuleIO, console, job_label
 from autointerp.llm.settings import EmbedderRole
 from autointerp.similarity.embeddings import similarity_to_reference
 from autointerp.common.io import atomic_write_parquet, atomic_write_text, read_jsonl
@@ -114,7 +114,9 @@ def run_similarity_job(settings: SimilaritySettings, io: RuleIO, references: dic
     for x in lines:
         ref = x.get("ground_truth") if references is None else references.get((x["layer"], x["neuron"]))
         pairs.append((x["explanation"], ref))
+    label = job_label(io)
     with open_client(settings.embedder, settings.role, cache_dir=settings.cache_dir) as client:
+        client.start_progress(math.ceil(len({t for pair in pairs for t in pair if t}) / 64), label)  # batches
         sims = asyncio.run(similarity_to_reference(client, pairs, normalise=settings.normalise)) if pairs else []
         totals = {k: v for k, v in client.ledger.totals().items() if k != "by_role"}
     rows = [{"layer": x["layer"], "neuron": x["neuron"], "format": x["format"], "sample": x.get("sample", 0),
@@ -124,5 +126,6 @@ def run_similarity_job(settings: SimilaritySettings, io: RuleIO, references: dic
     atomic_write_parquet(pa.Table.from_pylist(rows, schema=SIM_SCHEMA), out_path)
     summary = {"explanations": len(rows), "missing_reference": sum(1 for _, r in pairs if r is None),
                "reference_degenerate": degenerate, **totals}
+    console(f"{label}: {len(rows)} explanations compared, {summary['missing_reference']} without a reference")
     atomic_write_text(usage_path, json.dumps({"totals": summary}, indent=1, sort_keys=True) + "\n")
     return summary

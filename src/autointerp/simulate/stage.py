@@ -19,7 +19,8 @@ import pyarrow as pa
 
 from autointerp.common.io import atomic_write_parquet, atomic_write_text, read_jsonl
 from autointerp.common.settings import Settings
-from autointerp.common.snakemake_io import RuleIO
+from autointerp.common.snakemake_io import RuleIO, console, job_label
+from autointerp.llm import EndpointError, LLMError
 from autointerp.llm.settings import SimulatorRole
 from autointerp.extract.records import load_records
 from autointerp.simulate.scoring import score_sequence_simulations
@@ -34,28 +35,42 @@ class SimulateSettings(Settings):
     simulator: str
     role: SimulatorRole
     cache_dir: str
+    max_failed_fraction: float
 
     @classmethod
     def from_config(cls, config, wildcards) -> "SimulateSettings":
         name = wildcards["simulator"]
         return cls(simulator=name, role=SimulatorRole.model_validate(config["simulators"][name]),
-                   cache_dir=config["llm"]["cache_dir"])
+                   cache_dir=config["llm"]["cache_dir"], max_failed_fraction=config["llm"]["max_failed_fraction"])
+
+
+class SimulateError(RuntimeError):
+    pass
 
 
 async def _simulate_all(client, explanations: list[dict], records: dict, role: SimulatorRole):
-    from autointerp.common.records import NeuronId
-
     async def one(line):
-        entry = records[NeuronId(line["layer"], line["neuron"])]
-        sims = await simulate_sequences(client, line["explanation"], [r.tokens for r in entry["valid"]],
+        entry = _entry(records, line)
+        try:
+            sims = await simulate_sequences(client, line["explanation"], [r.tokens for r in entry["valid"]],
                                         mode=role.mode, top_logprobs=role.top_logprobs, seed=role.seed,
                                         # No more tasks than the client sends at once: with the embedded engine
                                         # (one at a time) requests then reach it in a fixed order.
                                         concurrency=client.cfg.concurrency)
+        except EndpointError:
+            raise  # the endpoint is unusable: one line for the whole job
+        except LLMError as exc:  # a call failed for good: this explanation gets no score
+            return line, entry, exc
         return line, entry, sims
 
     # Neurons one after another keeps the engine's prefix cache warm; sequences within a neuron run concurrently.
     return [await one(line) for line in explanations]
+
+
+def _entry(records: dict, line: dict) -> dict:
+    from autointerp.common.records import NeuronId
+
+    return records[NeuronId(line["layer"], line["neuron"])]
 
 
 def run_simulate_job(settings: SimulateSettings, io: RuleIO) -> dict:
@@ -67,11 +82,24 @@ def run_simulate_job(settings: SimulateSettings, io: RuleIO) -> dict:
     records = load_records(io.input["records"])
     mode = settings.role.mode
     engine = io.input.get("engine") or None
+    label = job_label(io)
     with open_client(settings.simulator, settings.role, cache_dir=settings.cache_dir,
                      engine_dir=engine[0] if engine else None, threads=io.threads) as client:
+        client.start_progress(sum(len(_entry(records, line)["valid"]) for line in explanations), label)
         results = asyncio.run(_simulate_all(client, explanations, records, settings.role))
         calls = [dataclasses.asdict(r) for r in client.ledger.records]
         totals = {k: v for k, v in client.ledger.totals().items() if k != "by_role"}
+    failed = [(line, sims) for line, _, sims in results if isinstance(sims, BaseException)]
+    for line, exc in failed:
+        log.warning("no score for %s:%s sample %s: %s", line["layer"], line["neuron"], line["sample"], exc)
+    console(f"{label}: {len(results) - len(failed)}/{len(results)} explanations scored; {len(failed)} failed"
+            + (f" ({failed[0][1]})" if failed else ""))
+    if failed and len(failed) / len(results) > settings.max_failed_fraction:
+        raise SimulateError(
+            f"{len(failed)} of {len(results)} explanations could not be simulated (first: {failed[0][1]}); the "
+            "calls that succeeded are cached, so rerunning the same command retries only the failed ones (limit "
+            f"llm.max_failed_fraction = {settings.max_failed_fraction:.0%}; each failure is in the log)")
+    results = [r for r in results if not isinstance(r[2], BaseException)]
     score_rows, token_rows = [], {k: [] for k in (
         "layer", "neuron", "format", "sample", "record", "source", "excerpt_id", "position", "token",
         "true_activation", "expected_value", "flag", "distribution")}
@@ -111,7 +139,8 @@ def run_simulate_job(settings: SimulateSettings, io: RuleIO) -> dict:
     summary = {"neurons": len({(r["layer"], r["neuron"]) for r in score_rows}), "explanations": len(score_rows),
                "nan_scores": int(sum(1 for r in score_rows if r["is_nan"])),
                "no_digit_tokens": int(sum(r["n_no_digit"] for r in score_rows)),
-               "unaligned_tokens": int(sum(r["n_unaligned"] for r in score_rows)), "mode": mode, **totals}
+               "unaligned_tokens": int(sum(r["n_unaligned"] for r in score_rows)), "mode": mode,
+               "failed_explanations": len(failed), **totals}
     atomic_write_text(usage_path, json.dumps({"totals": summary, "calls": calls}, indent=1, sort_keys=True) + "\n")
     return summary
 

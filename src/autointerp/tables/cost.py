@@ -1,59 +1,234 @@
-"""Predict tokens and dollars of the configured run from the rendered prompts, before any paid call.
+"""Predict calls, tokens and dollars of every paid stage of the run before any paid call, and enforce the budget.
 
-Explain: one call per neuron and sample; prompt tokens are the rendered prompts' counts (the explainer's
-tiktoken encoding + chat overhead), completion tokens are bounded by ``max_tokens`` (an upper bound).
-Simulate: one call per valid record, per explanation; prompt tokens are counted on the real simulator prompt
-of each valid record with a typical explanation length (the explanations do not exist yet).
-Dollars use the configured prices per 1M input/output tokens (0 for local and self-hosted endpoints).
+Counted from the prompts the run will actually send, with each role's tiktoken encoding and configured prices:
+- ``explain`` / ``explain_puzzles``: one chat call per prompt and sample; prompt tokens are the rendered prompts'
+  counts; completions are ``EXPECTED_EXPLANATION_TOKENS`` each (capped by ``max_tokens``). Upper bound: every
+  call drawing all ``llm.max_extra_samples`` extra samples at ``max_tokens`` each.
+- ``simulate_score``: one call per valid record per explanation, on the real simulator prompt of each record
+  (``prompt_logprobs``: the all-at-once text, no completion; ``chat_logprobs``: the chat messages, and a reply of
+  one ``token<TAB>value`` line per token). The explanation does not exist yet, so a typical one stands in;
+  the upper bound puts an explanation of the explainer's ``max_tokens`` and, in chat mode, the reply cap.
+- ``adacs_similarity`` / ``puzzle_similarity``: embedding calls of 64 texts over the explanations and references.
+Local roles (the embedded engine) cost nothing. The estimate ignores the response cache: a rerun whose calls are
+cached spends less. Columns: docs/tables.md.
 """
 
 from __future__ import annotations
 
+import math
+import sys
+from collections import defaultdict
+from functools import lru_cache
+
 from autointerp.common.io import path_fields, read_jsonl, write_csv
 
+# A stand-in for an explanation that does not exist yet: 12 cl100k tokens, close to the mean length of the
+# paper's released explanations (cl100k: GPT-4 random 12.2, GPT-3.5 random 15.0, GPT-3.5 top-20 13.0 tokens).
 PLACEHOLDER_EXPLANATION = "words and phrases related to a particular topic in the text."
+EXPECTED_EXPLANATION_TOKENS = 15  # a completion: the explanation and its stop
+EMBED_BATCH = 64  # autointerp.similarity.embeddings.embed_unique's default batch
+
+COLUMNS = ["stage", "role", "model", "set", "explainer", "format", "calls", "prompt_tokens", "completion_tokens", "usd",
+           "calls_max", "usd_max", "usd_per_1k_neurons"]
 
 
-def explain_rows(prompt_files: list[dict], explainers: dict) -> list[dict]:
-    rows = {}
+class BudgetError(RuntimeError):
+    """The run's estimate exceeds ``llm.max_cost_usd``: no paid job may start."""
+
+
+def _usd(role: dict, prompt_tokens: float, completion_tokens: float) -> float:
+    if role.get("provider") == "local":
+        return 0.0
+    return (prompt_tokens * float(role.get("price_input_per_1m") or 0)
+            + completion_tokens * float(role.get("price_output_per_1m") or 0)) / 1e6
+
+
+def _row(stage, name, role, set_name, explainer, fmt, *, calls, prompt, completion, calls_max, prompt_max,
+         completion_max, units) -> dict:
+    usd = _usd(role, prompt, completion)
+    return {"stage": stage, "role": name, "model": role["model"], "set": set_name, "explainer": explainer,
+            "format": fmt,
+            "calls": int(calls), "prompt_tokens": int(round(prompt)), "completion_tokens": int(round(completion)),
+            "usd": usd, "calls_max": int(calls_max), "usd_max": _usd(role, prompt_max, completion_max),
+            "usd_per_1k_neurons": usd / units * 1000 if units else float("nan")}
+
+
+def explain_rows(prompt_files: list[dict], explainers: dict, *, max_extra_samples: int, stage: str = "explain",
+                 samples: int | None = None) -> list[dict]:
+    """One row per (set, explainer, format) prompt file; ``samples`` overrides the role's (puzzles)."""
+    rows = []
     for item in prompt_files:
         role = explainers[item["explainer"]]
         lines = read_jsonl(item["path"])
-        samples = int(role.get("samples", 1))
-        key = (item["explainer"], item["format"])
-        row = rows.setdefault(key, {"stage": "explain", "role": item["explainer"], "model": role["model"],
-                                    "format": item["format"], "calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
-        row["calls"] += len(lines) * samples
-        row["prompt_tokens"] += sum(line["prompt_tokens"] for line in lines) * samples
-        row["completion_tokens"] += len(lines) * samples * int(role.get("max_tokens", 60))
-    out = []
-    for (name, _), row in sorted(rows.items()):
-        role = explainers[name]
-        row["usd"] = (row["prompt_tokens"] * float(role.get("price_input_per_1m", 0))
-                      + row["completion_tokens"] * float(role.get("price_output_per_1m", 0))) / 1e6
-        row["usd_per_1k_neurons"] = row["usd"] / max(1, row["calls"] / max(1, int(role.get("samples", 1)))) * 1000
-        out.append(row)
-    return out
+        k = int(samples if samples is not None else role.get("samples", 1))
+        max_tokens = int(role.get("max_tokens", 60))
+        prompt = sum(line["prompt_tokens"] for line in lines) * k
+        calls = len(lines) * k
+        tries = 1 + max_extra_samples
+        rows.append(_row(stage, item["explainer"], role, item["set"], item["explainer"], item["format"],
+                         calls=calls, prompt=prompt, completion=calls * min(EXPECTED_EXPLANATION_TOKENS, max_tokens),
+                         calls_max=calls * tries, prompt_max=prompt * tries,
+                         completion_max=calls * tries * max_tokens, units=len(lines)))
+    return rows
+
+
+@lru_cache(maxsize=None)
+def _placeholder(encoding: str, n_tokens: int) -> str:
+    """An explanation of about ``n_tokens`` tokens (the upper bound's stand-in)."""
+    words = (PLACEHOLDER_EXPLANATION + " ") * (n_tokens // 10 + 1)
+    from autointerp.prompts.tokens import get_encoding
+
+    enc = get_encoding(encoding)
+    return enc.decode(enc.encode(words)[:n_tokens])
+
+
+def simulation_tokens(tokens: list[str], role: dict, explanation: str) -> tuple[int, int, int]:
+    """(prompt tokens, expected completion tokens, completion cap) of one simulator call on one record."""
+    from autointerp.prompts.tokens import count_chat_tokens, count_text_tokens
+    from autointerp.simulate.prompts import build_chat_simulation_messages, build_simulator_prompt, escape_token
+    from autointerp.simulate.runner import chat_max_tokens
+
+    encoding = role.get("encoding", "cl100k_base")
+    if role["mode"] == "prompt_logprobs":
+        prompt = build_simulator_prompt(explanation, tokens)
+        return count_text_tokens(prompt.text, encoding), 0, 0
+    messages = build_chat_simulation_messages(explanation, tokens)
+    reply = "\n".join(f"{escape_token(t)}\t0" for t in tokens)
+    return count_chat_tokens(messages, encoding), count_text_tokens(reply, encoding), chat_max_tokens(len(tokens))
+
+
+def simulate_rows(records_by_set: dict[str, dict], simulators: dict, explainers: dict,
+                  explained: list[dict]) -> list[dict]:
+    """One row per (set, explainer, simulator, format): every valid record of every neuron, once per sample."""
+    per_neuron: dict[tuple, tuple] = {}  # (set, simulator, max_tokens) -> summed tokens over the set's records
+    rows = []
+    for item in explained:
+        records = records_by_set[item["set"]]
+        explainer = explainers[item["explainer"]]
+        k = int(explainer.get("samples", 1))
+        for sim_name, sim in sorted(simulators.items()):
+            key = (item["set"], sim_name, int(explainer.get("max_tokens", 60)))
+            if key not in per_neuron:
+                long = _placeholder(sim.get("encoding", "cl100k_base"), key[2])
+                calls = prompt = completion = prompt_max = completion_max = 0
+                for entry in records.values():
+                    for rec in entry["valid"]:
+                        p, c, cap = simulation_tokens(list(rec.tokens), sim, PLACEHOLDER_EXPLANATION)
+                        calls, prompt, completion = calls + 1, prompt + p, completion + c
+                        prompt_max += simulation_tokens(list(rec.tokens), sim, long)[0]
+                        completion_max += cap
+                per_neuron[key] = (calls, prompt, completion, prompt_max, completion_max)
+            calls, prompt, completion, prompt_max, completion_max = per_neuron[key]
+            rows.append(_row("simulate_score", sim_name, sim, item["set"], item["explainer"], item["format"],
+                             calls=calls * k, prompt=prompt * k, completion=completion * k, calls_max=calls * k,
+                             prompt_max=prompt_max * k, completion_max=completion_max * k,
+                             units=len(records)))
+    return rows
+
+
+def embed_rows(stage: str, embedder_name: str, embedder: dict, set_name: str, items: list[dict],
+               explainers: dict, n_units: int, reference_tokens: int, samples: int | None = None) -> list[dict]:
+    """Embedding calls of one similarity job per (explainer, format): explanations plus references."""
+    from autointerp.prompts.tokens import count_text_tokens
+
+    typical = count_text_tokens(PLACEHOLDER_EXPLANATION, embedder.get("encoding", "cl100k_base"))
+    rows = []
+    for item in items:
+        explainer = explainers[item["explainer"]]
+        k = int(samples if samples is not None else explainer.get("samples", 1))
+        texts = n_units * k + n_units
+        tokens = n_units * k * typical + reference_tokens
+        tokens_max = n_units * k * int(explainer.get("max_tokens", 60)) + reference_tokens
+        calls = math.ceil(texts / EMBED_BATCH)
+        rows.append(_row(stage, embedder_name, embedder, set_name, item["explainer"], item["format"],
+                         calls=calls, prompt=tokens, completion=0, calls_max=calls, prompt_max=tokens_max,
+                         completion_max=0, units=n_units))
+    return rows
+
+
+def total_row(rows: list[dict]) -> dict:
+    return {"stage": "total", "role": "", "model": "", "set": "", "explainer": "", "format": "",
+            **{k: sum(r[k] for r in rows) for k in ("calls", "prompt_tokens", "completion_tokens", "usd",
+                                                     "calls_max", "usd_max")},
+            "usd_per_1k_neurons": float("nan")}
+
+
+def by_stage(rows: list[dict]) -> dict[str, tuple[float, float, int]]:
+    out: dict[str, list] = defaultdict(lambda: [0.0, 0.0, 0])
+    for r in rows:
+        s = out[r["stage"]]
+        s[0], s[1], s[2] = s[0] + r["usd"], s[1] + r["usd_max"], s[2] + r["calls"]
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def summary_lines(rows: list[dict], where: str) -> list[str]:
+    total = total_row(rows)
+    lines = [f"cost estimate ({where}): ${total['usd']:.2f} for {total['calls']:,} calls "
+             f"(at most ${total['usd_max']:.2f} if every reply needed all extra samples)"]
+    for stage, (usd, usd_max, calls) in by_stage(rows).items():
+        lines.append(f"  {stage:<18} ${usd:>10.2f}  (max ${usd_max:.2f})  {calls:>9,} calls")
+    return lines
+
+
+def check_budget(rows: list[dict], budget: float | None, where: str) -> None:
+    total = total_row(rows)
+    if budget is not None and total["usd"] > budget:
+        stages = ", ".join(f"{s} ${usd:.2f}" for s, (usd, _, _) in by_stage(rows).items() if usd)
+        raise BudgetError(f"the estimated cost ${total['usd']:.2f} exceeds llm.max_cost_usd = ${budget:.2f} "
+                          f"({stages}); no paid job was started. Raise the budget or shrink the run; the "
+                          f"estimate by stage and format is printed above ({where} is written only within budget)")
 
 
 def write_cost_estimate(rows: list[dict], path) -> None:
-    total = {"stage": "total", "role": "", "model": "", "format": "",
-             "calls": sum(r["calls"] for r in rows), "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
-             "completion_tokens": sum(r["completion_tokens"] for r in rows), "usd": sum(r["usd"] for r in rows),
-             "usd_per_1k_neurons": float("nan")}
-    write_csv(rows + [total], path, ["stage", "role", "model", "format", "calls", "prompt_tokens",
-                                     "completion_tokens", "usd", "usd_per_1k_neurons"])
-
-
-def prompt_file_items(paths) -> list[dict]:
-    """Parse ``.../prompts/{neuron_set}/{explainer}/{format}.jsonl`` paths."""
-    return path_fields(paths, ["neuron_set", "explainer"])
+    write_csv(rows + [total_row(rows)], path, COLUMNS)
 
 
 def run_cost_estimate(settings, io) -> dict:
-    """results/cost_estimate.csv from every explainer's rendered prompts and its configured prices
-    (``settings``: TablesSettings with the explainers part)."""
-    explainers = {name: role.model_dump() for name, role in settings.need("explainers").items()}
-    rows = explain_rows(prompt_file_items(io.input["prompts"]), explainers)
-    write_cost_estimate(rows, io.outputs[0])
-    return {"rows": len(rows)}
+    """results/<run>/cost_estimate.csv from the prompts to be explained, the records to be simulated and the
+    texts to be embedded, priced per role (``settings``: TablesSettings with the ``cost`` part)."""
+    from autointerp.extract.records import load_records
+
+    cost = settings.need("cost")
+    explainers = {k: v.model_dump() for k, v in cost.explainers.items()}
+    simulators = {k: v.model_dump() for k, v in cost.simulators.items()}
+    embedders = {k: v.model_dump() for k, v in cost.embedders.items()}
+    prompts = path_fields(io.input.get("prompts") or [], ["set", "explainer"])
+    puzzles = path_fields(io.input.get("puzzle_prompts") or [], ["set", "prompts", "explainer"])
+    records_by_set = {p.rsplit("/", 1)[-1].removesuffix(".parquet"): load_records(p)
+                      for p in io.input.get("records") or []}
+
+    rows = explain_rows(prompts, explainers, max_extra_samples=cost.max_extra_samples)
+    rows += explain_rows(puzzles, explainers, max_extra_samples=cost.max_extra_samples, stage="explain_puzzles",
+                         samples=cost.puzzle_samples)
+    compared = [p for p in prompts if p["explainer"] in cost.compared]
+    rows += simulate_rows(records_by_set, simulators, explainers, compared)
+    if cost.adacs_embedder:
+        from autointerp.prompts.tokens import count_text_tokens
+
+        emb = embedders[cost.adacs_embedder]
+        typical = count_text_tokens(PLACEHOLDER_EXPLANATION, emb.get("encoding", "cl100k_base"))
+        for set_name in cost.adacs_sets:
+            n = len(records_by_set.get(set_name) or {})
+            rows += embed_rows("adacs_similarity", cost.adacs_embedder, emb, set_name,
+                               [p for p in compared if p["set"] == set_name], explainers, n, n * typical)
+    if cost.puzzle_embedder:
+        from autointerp.prompts.tokens import count_text_tokens
+
+        emb = embedders[cost.puzzle_embedder]
+        for set_name in sorted({p["set"] for p in puzzles}):
+            items = [p for p in puzzles if p["set"] == set_name and p["explainer"] in cost.compared]
+            if not items:
+                continue
+            lines = read_jsonl(items[0]["path"])
+            truth = sum(count_text_tokens(str(line.get("ground_truth") or ""), emb.get("encoding", "cl100k_base"))
+                        for line in lines)
+            rows += embed_rows("puzzle_similarity", cost.puzzle_embedder, emb, set_name, items, explainers,
+                               len(lines), truth, samples=cost.puzzle_samples)
+
+    out = io.outputs[0]
+    for line in summary_lines(rows, out):
+        print(line, file=sys.stderr)  # the console: Snakemake shows a script's stderr
+    check_budget(rows, cost.max_cost_usd, out)
+    write_cost_estimate(rows, out)
+    total = total_row(rows)
+    return {"rows": len(rows), "usd": round(total["usd"], 6), "usd_max": round(total["usd_max"], 6)}

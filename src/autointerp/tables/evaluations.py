@@ -39,7 +39,7 @@ class Column:
 @dataclass(frozen=True)
 class Evaluation:
     name: str
-    table: str  # the CSV its rule writes
+    table: str  # the CSV its rule writes, relative to the run's results folder (e.g. table2.csv)
     columns: Callable[[str], dict[str, Column]]
     enabled: Callable[[dict], bool] = lambda config: True
     description: str = ""
@@ -56,9 +56,11 @@ def register(evaluation: Evaluation) -> Evaluation:
     return evaluation
 
 
-def enabled_tables(config: dict) -> list[str]:
-    """Every file Table 6 reads for this config: each enabled evaluation's table and companions."""
-    return [path for e in EVALUATIONS.values() if e.enabled(config) for path in (e.table, *e.companions)]
+def enabled_tables(config: dict, results_dir: str = "results") -> list[str]:
+    """Every file Table 6 reads for this config: each enabled evaluation's table and companions, in the run's
+    results folder (registered names are relative to it)."""
+    return [f"{results_dir}/{name}" for e in EVALUATIONS.values() if e.enabled(config)
+            for name in (e.table, *e.companions)]
 
 
 def _is(path, registered: str) -> bool:
@@ -158,20 +160,20 @@ def _paired_columns(path: str, group_keys: tuple[str, ...], name: Callable[..., 
 
 
 register(Evaluation(
-    name="simulate_score", table="results/table2.csv", companions=("results/table2_paired.csv",),
+    name="simulate_score", table="table2.csv", companions=("table2_paired.csv",),
     columns=lambda path: _paired_columns(path, ("explainer", "simulator"), lambda e, sim, s: f"simulate[{e}/{sim}/{s}]"),
     enabled=lambda config: bool(config.get("simulators")),
     description="Mean simulate-and-score correlation per neuron set (Table 2), one column per "
                 "explainer/simulator/neuron set; N2G and the token lookup as comparisons.",
 ))
 register(Evaluation(
-    name="adacs", table="results/table3.csv", companions=("results/table3_paired.csv",),
+    name="adacs", table="table3.csv", companions=("table3_paired.csv",),
     columns=lambda path: _paired_columns(path, ("explainer",), lambda e, s: f"adacs[{e}/{s}]"),
     enabled=lambda config: bool((config.get("adacs") or {}).get("references")),
     description="Mean embedding cosine similarity to a reference explanation (Table 3).",
 ))
 register(Evaluation(
-    name="puzzles", table="results/table4.csv", companions=("results/table4_paired.csv",),
+    name="puzzles", table="table4.csv", companions=("table4_paired.csv",),
     columns=lambda path: _paired_columns(path, ("explainer",), lambda e, s: f"puzzles[{e}/{s}]",
                                          set_key="puzzle_set"),
     enabled=lambda config: bool((config.get("puzzles") or {}).get("sets")),
@@ -193,7 +195,7 @@ def _table5_columns(path: str) -> dict[str, Column]:
 
 
 register(Evaluation(
-    name="human", table="results/table5.csv", columns=_table5_columns,
+    name="human", table="table5.csv", columns=_table5_columns,
     enabled=lambda config: bool((config.get("human_eval") or {}).get("ratings")),
     description="Blinded human ratings (Table 5): mean 1-5 rating and % chosen best; absent until ratings exist.",
 ))

@@ -43,12 +43,13 @@ def _split(by_method: dict[str, dict], settings: TablesSettings) -> tuple[list[s
     return formats, sorted(m for m in by_method if settings.kind_of(m) == "comparison")
 
 
-def _cells(by_method: dict[str, dict], settings: TablesSettings):
-    return paired_cells(by_method, *_split(by_method, settings)).items()
+def _cells(by_method: dict[str, dict], settings: TablesSettings, expected=()):
+    return paired_cells(by_method, *_split(by_method, settings), expected).items()
 
 
-def _paired(by_method: dict[str, dict], settings: TablesSettings, **group) -> list[dict]:
-    return [{**group, **r} for r in paired_rows(by_method, *_split(by_method, settings), settings.need("statistics"))]
+def _paired(by_method: dict[str, dict], settings: TablesSettings, expected=(), **group) -> list[dict]:
+    return [{**group, **r} for r in paired_rows(by_method, *_split(by_method, settings), settings.need("statistics"),
+                                                expected)]
 
 
 def _kind_order(row) -> bool:
@@ -69,9 +70,10 @@ def reference_flags(items) -> dict[str, dict]:
     return flags
 
 
-def table3(paths, out_path, paired_path, settings: TablesSettings) -> list[dict]:
+def table3(paths, out_path, paired_path, settings: TablesSettings, neuron_sets: dict | None = None) -> list[dict]:
     """Per explainer and format, each neuron set's paired mean ± SEM similarity, plus the average over sets.
-    Paths: ``.../similarity/{neuron_set}/{explainer}/{format}.parquet``."""
+    Paths: ``.../similarity/{neuron_set}/{explainer}/{format}.parquet``; ``neuron_sets`` as in Table 2."""
+    neuron_sets = neuron_sets or {}
     items = path_fields(paths, ["neuron_set", "explainer"])
     groups = _groups(items, ("explainer", "neuron_set"), _neuron, settings)
     sets = sorted({s for _, s in groups})
@@ -79,8 +81,9 @@ def table3(paths, out_path, paired_path, settings: TablesSettings) -> list[dict]
     rows: dict[tuple, dict] = {}
     paired = []
     for (explainer, neuron_set), by_method in sorted(groups.items()):
-        paired += _paired(by_method, settings, explainer=explainer, neuron_set=neuron_set)
-        for name, cell in _cells(by_method, settings):
+        expected = neuron_sets.get(neuron_set, ())
+        paired += _paired(by_method, settings, expected, explainer=explainer, neuron_set=neuron_set)
+        for name, cell in _cells(by_method, settings, expected):
             kind = settings.kind_of(name)
             row = rows.setdefault((explainer, name), {"kind": kind, "explainer": explainer, "format": name})
             row.update(cell.columns(f"{neuron_set}_"))
@@ -113,7 +116,10 @@ def table4(paths, out_path, paired_path, settings: TablesSettings) -> list[dict]
 
 def run_table3(settings: TablesSettings, io: RuleIO) -> dict:
     """results/table3.csv and results/table3_paired.csv from the compared explainers' AdaCS similarity files."""
-    return {"rows": len(table3(io.inputs, io.output["table"], io.output["paired"], settings))}
+    from autointerp.tables.simulation_scores import read_neuron_sets
+
+    return {"rows": len(table3(io.input["similarity"], io.output["table"], io.output["paired"], settings,
+                               read_neuron_sets(io.input.get("neuron_sets") or [])))}
 
 
 def run_table4(settings: TablesSettings, io: RuleIO) -> dict:

@@ -5,7 +5,7 @@ neuron set or puzzle set. Its formats' cells are all taken over the units that a
 the group, so the means differ only because the formats differ, never because one format lost other neurons.
 A comparison method (N2G, the token lookup) is taken over the units finite for it AND every format, with its own
 ``n``; ``nan_dropped`` counts the group's units left out of a cell, ``nan_own`` those of them that the row's own
-method has no finite value for (NaN, or no row at all).
+method has no finite value for (NaN, or no row at all: a neuron of the set whose explanation failed counts).
 """
 
 from __future__ import annotations
@@ -74,18 +74,21 @@ def _cell(values: Values, units: tuple, all_units: set) -> Cell:
     return Cell(units, stats["mean"], stats["sem"], stats["n"], len(all_units) - len(units), own)
 
 
-def format_units(by_method: Mapping[str, Values], formats: Sequence[str]) -> tuple[tuple, set]:
-    """(units finite for every format, every unit any format has)."""
-    all_units = set().union(*(by_method[f].keys() for f in formats)) if formats else set()
+def format_units(by_method: Mapping[str, Values], formats: Sequence[str],
+                 expected: Iterable[Hashable] = ()) -> tuple[tuple, set]:
+    """(units finite for every format, every unit any format has or the group expects). ``expected``: the units
+    the group should have (a neuron set's neurons), so that a unit no format has a row for (every explanation
+    failed) still counts as missing in ``nan_dropped``/``nan_own`` rather than vanishing."""
+    all_units = set(expected).union(*(by_method[f].keys() for f in formats)) if formats else set(expected)
     common = [u for u in all_units if all(finite(by_method[f].get(u)) for f in formats)]
     return _sorted_units(common), all_units
 
 
 def paired_cells(by_method: Mapping[str, Values], formats: Sequence[str],
-                 comparisons: Sequence[str] = ()) -> dict[str, Cell]:
+                 comparisons: Sequence[str] = (), expected: Iterable[Hashable] = ()) -> dict[str, Cell]:
     """Each method's cell of one group (``by_method``: method -> {unit: value}; ``formats`` and ``comparisons``
-    name its keys)."""
-    common, all_units = format_units(by_method, formats)
+    name its keys; ``expected`` as in ``format_units``)."""
+    common, all_units = format_units(by_method, formats, expected)
     out = {f: _cell(by_method[f], common, all_units) for f in formats}
     for m in comparisons:
         values = by_method[m]
@@ -95,11 +98,11 @@ def paired_cells(by_method: Mapping[str, Values], formats: Sequence[str],
 
 
 def paired_rows(by_method: Mapping[str, Values], formats: Sequence[str], comparisons: Sequence[str],
-                statistics: Statistics) -> list[dict[str, Any]]:
+                statistics: Statistics, expected: Iterable[Hashable] = ()) -> list[dict[str, Any]]:
     """Paired comparisons of one group, each on the units of its cells: every pair of formats (``kind`` format)
     over the units finite for all formats, and every comparison method against every format (``kind``
     comparison) over the units finite for it and all formats. ``mean_a``/``mean_b`` are the cells' means."""
-    cells = paired_cells(by_method, formats, comparisons)
+    cells = paired_cells(by_method, formats, comparisons, expected)
     pairs = [("format", a, b) for a, b in itertools.combinations(sorted(formats), 2)]
     pairs += [("comparison", m, f) for m in sorted(comparisons) for f in sorted(formats)]
     rows = []

@@ -10,6 +10,7 @@ docs/tables.md.
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 from autointerp.common.io import path_fields, read_parquet, write_csv
 from autointerp.common.snakemake_io import RuleIO
@@ -23,6 +24,14 @@ def score_file_items(paths) -> list[dict]:
     return path_fields(paths, ["neuron_set", "explainer", "simulator"])
 
 
+def read_neuron_sets(paths) -> dict[str, set[tuple[int, int]]]:
+    """{set name: its (layer, neuron) ids} from ``.../neuron_sets/{name}.csv`` files."""
+    import polars as pl
+
+    return {Path(p).stem: {(int(r[0]), int(r[1])) for r in pl.read_csv(p, columns=["layer", "neuron"]).iter_rows()}
+            for p in paths}
+
+
 def neuron_scores(path) -> dict[tuple[int, int], float]:
     """Per-neuron score: the mean over its samples' finite scores (NaN if no sample has one)."""
     rows = read_parquet(path, columns=["layer", "neuron", "score"]).to_pylist()
@@ -30,10 +39,12 @@ def neuron_scores(path) -> dict[tuple[int, int], float]:
 
 
 def table2(items: list[dict], methods: list[dict], out_path, paired_path, *, formats: list[str],
-           comparisons: list[str], statistics: Statistics) -> list[dict]:
+           comparisons: list[str], statistics: Statistics, neuron_sets: dict | None = None) -> list[dict]:
     """``items``: format score files ``{"neuron_set", "explainer", "simulator", "format", "path"}``;
     ``methods``: comparison methods' score files ``{"neuron_set", "format", "path"}`` (``format`` is the
-    method's name). Every ``format`` must be in ``formats`` and every method in ``comparisons``."""
+    method's name). Every ``format`` must be in ``formats`` and every method in ``comparisons``.
+    ``neuron_sets``: each set's neurons, so that neurons without any score count as missing (``nan_own``)."""
+    neuron_sets = neuron_sets or {}
     for item in items:
         if item["format"] not in formats:
             raise ValueError(f"{item['path']}: {item['format']!r} is not a configured prompt format")
@@ -51,12 +62,13 @@ def table2(items: list[dict], methods: list[dict], out_path, paired_path, *, for
         fmts = sorted(by_format)
         comps = sorted(m for (s, m) in method_scores if s == neuron_set)
         by_method = {**by_format, **{m: method_scores[(neuron_set, m)] for m in comps}}
-        for name, cell in paired_cells(by_method, fmts, comps).items():
+        expected = neuron_sets.get(neuron_set, ())
+        for name, cell in paired_cells(by_method, fmts, comps, expected).items():
             kind = "format" if name in by_format else "comparison"
             row = rows.setdefault((explainer, simulator, kind, name), {
                 "kind": kind, "explainer": explainer, "simulator": simulator, "format": name})
             row.update(cell.columns(f"{neuron_set}_"))
-        for r in paired_rows(by_method, fmts, comps, statistics):
+        for r in paired_rows(by_method, fmts, comps, statistics, expected):
             paired.append({"explainer": explainer, "simulator": simulator, "neuron_set": neuron_set, **r})
     for row in rows.values():
         row["average"] = set_average(row, sets)
@@ -72,5 +84,6 @@ def run_table2(settings: TablesSettings, io: RuleIO) -> dict:
     formats, comparisons, statistics = settings.need("formats", "comparison_methods", "statistics")
     methods = path_fields(io.input.get("methods") or [], ["neuron_set"])
     rows = table2(score_file_items(io.input["scores"]), methods, io.output["table"], io.output["paired"],
-                  formats=formats, comparisons=comparisons, statistics=statistics)
+                  formats=formats, comparisons=comparisons, statistics=statistics,
+                  neuron_sets=read_neuron_sets(io.input.get("neuron_sets") or []))
     return {"rows": len(rows), "comparison_rows": sum(r["kind"] == "comparison" for r in rows)}

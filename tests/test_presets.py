@@ -1,0 +1,108 @@
+"""The presets as a user meets them: every command in their headers runs as written (as a dry run, without any
+key), and the openai_compatible preset runs end to end against the project's engine started as a standalone
+OpenAI-compatible server, in both simulator modes."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from workflow_utils import ROOT, make_workdir, snakemake, tiny_config
+
+pytestmark = pytest.mark.slow
+
+PRESETS = sorted((ROOT / "config" / "presets").glob("*.yaml"))
+
+
+def header_commands(path) -> list[list[str]]:
+    """The ``snakemake ...`` command lines of a preset's header comment."""
+    commands = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        for text in re.findall(r"(?:^#\s+|: )(snakemake .+?)\)?$", line):
+            commands.append(shlex.split(text))
+    return commands
+
+
+def test_every_preset_documents_its_commands():
+    for path in PRESETS:
+        commands = header_commands(path)
+        assert len(commands) >= 3, path
+        run = path.stem  # the run is named after the file: its tables are asked for under results/<run>/
+        assert any(f"results/{run}/table6.csv" in c for c in commands), (path, commands)
+        assert not yaml.safe_load(path.read_text()).get("run"), path  # so that a copy is another run
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_header_commands_run_as_written(preset, tmp_path):
+    work = make_workdir(tmp_path, yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+    for command in header_commands(preset):
+        assert command[0] == "snakemake"
+        args = command[1:] if "-n" in command else ["-n", *command[1:]]
+        proc = snakemake(work, *args, without=("OPENAI_API_KEY",), timeout=600)
+        assert proc.returncode == 0, (command, (proc.stdout + proc.stderr)[-3000:])
+        assert "Job stats" in proc.stdout + proc.stderr or "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.fixture
+def standalone_engine(embedded_model_dir, tmp_path):
+    """``python -m autointerp.engine`` as the preset's header starts it, on a free port."""
+    ready = tmp_path / "engine.url"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autointerp.engine", "--model-dir", str(embedded_model_dir / "hf"), "--model-name",
+         "smollm2-135m-instruct", "--port", "0", "--number-aware-logprobs", "--threads", "1",
+         "--ready-file", str(ready)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not ready.exists():
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "the engine did not start"
+            time.sleep(0.2)
+        yield ready.read_text().strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def test_openai_compatible_preset_round_trip(standalone_engine, embedded_model_dir, tmp_path):
+    """The preset as a user would copy it: its LLM roles unchanged but for the server's address, data shrunk to
+    test size; explain and simulate run against the standalone server in both modes; tables land per run."""
+    preset = yaml.safe_load((ROOT / "config" / "presets" / "openai_compatible.yaml").read_text())
+    small = tiny_config()
+    preset.update(subject={**small["subject"], "layers": [0]},
+                  corpus={**small["corpus"], "n_excerpts": 80, "excerpt_tokens": 8},
+                  records={"n_examples_per_split": 2, "cutoff_quantile": 0.99},
+                  neuron_sets={"rnd": {"kind": "random", "total": 1, "seed": 0}},
+                  prompt_formats={"Original": {}, "Summary": {}})
+    base_url = standalone_engine.rstrip("/") + ("" if standalone_engine.rstrip("/").endswith("/v1") else "/v1")
+    for role in (*preset["explainers"].values(), *preset["simulators"].values()):
+        assert role["base_url"] == "http://127.0.0.1:8000/v1" and role["provider"] == "openai"
+        role["base_url"] = base_url
+    work = make_workdir(tmp_path, small, embedded_model_dir)
+    chat = yaml.safe_load(yaml.safe_dump(preset))
+    chat["simulators"]["remote"]["mode"] = "chat_logprobs"
+    (work / "config" / "openai_compatible.yaml").write_text(yaml.safe_dump(preset, sort_keys=False))
+    (work / "config" / "openai_compatible_chat.yaml").write_text(yaml.safe_dump(chat, sort_keys=False))
+    for run in ("openai_compatible", "openai_compatible_chat"):
+        proc = snakemake(work, "--cores", "2", f"results/{run}/table6.csv", "--configfile", f"config/{run}.yaml",
+                         timeout=1500)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-4000:]
+        results = work / "results" / run
+        assert (results / "table6.csv").exists() and (results / "table2.csv").exists()
+        for fmt in ("Original", "Summary"):
+            scores = pq.read_table(results / "smol" / "pydocs" / "scores" / "rnd" / "remote" / "remote"
+                                   / f"{fmt}.parquet").to_pylist()
+            assert len(scores) == 1 and scores[0]["n_sequences"] == 4, scores
+            usage = (results / "smol" / "pydocs" / "usage" / "simulate" / "rnd" / "remote" / "remote" / f"{fmt}.json")
+            assert '"requests": 4' in usage.read_text()  # the calls really reached the standalone server
+        assert f"simulate_score rnd/remote/remote/Original: 1/1 explanations scored" in out
+    assert not (work / "results" / "table6.csv").exists()  # neither run wrote the default run's tables
