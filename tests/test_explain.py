@@ -94,3 +94,35 @@ def test_missing_key_for_remote_provider_names_the_variable(tmp_path, monkeypatc
     with pytest.raises(LLMConfigError, match="MY_PAID_KEY"):
         run(settings({"provider": "openai", "model": "gpt-4o-mini", "api_key_env": "MY_PAID_KEY"}, tmp_path),
             prompts, tmp_path / "e.jsonl", tmp_path / "f.jsonl", tmp_path / "u.json")
+
+
+def test_failed_calls_fail_the_job_and_a_rerun_retries_only_them(tmp_path, loopback, capsys):
+    loopback.script = chat_script({(0, n): [f" words {n}."] for n in range(6)})
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps(prompt_line(0, n)) + "\n" for n in range(6)))
+    out, fail, usage = tmp_path / "e.jsonl", tmp_path / "f.jsonl", tmp_path / "u.json"
+    s = settings(role(loopback.base_url), tmp_path)
+    loopback.add_faults("400", n=2)  # two calls fail for good (not retryable); the other four succeed
+    with pytest.raises(ExplainError, match=r"2 of 6 explain calls failed for good \(first: LLMRequestError: chat "
+                                           r"failed .* HTTP 400.*the other 4 are cached, so rerunning"):
+        run(s, prompts, out, fail, usage)
+    assert not out.exists()
+    assert "test: 4/6 neurons explained; 2 calls failed (LLMRequestError" in capsys.readouterr().err
+    before = loopback.count()
+    summary = run(s, prompts, out, fail, usage)  # the same job again
+    assert loopback.count() - before == 2  # exactly the failed calls were sent again; the rest were cache hits
+    assert summary["failed_calls"] == 0 and len(out.read_text().splitlines()) == 6
+
+
+def test_a_tolerated_failure_is_reported_and_leaves_the_neuron_missing(tmp_path, loopback, capsys):
+    loopback.script = chat_script({(0, n): [f" words {n}."] for n in range(4)})
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps(prompt_line(0, n)) + "\n" for n in range(4)))
+    out, fail, usage = tmp_path / "e.jsonl", tmp_path / "f.jsonl", tmp_path / "u.json"
+    loopback.add_faults("400", n=1)
+    summary = run(settings(role(loopback.base_url), tmp_path, max_failed_fraction=0.5), prompts, out, fail, usage)
+    assert summary["failed_calls"] == 1 and summary["neurons_without_explanation"] == 1
+    assert len(out.read_text().splitlines()) == 3
+    [failure] = [json.loads(x) for x in fail.read_text().splitlines()]
+    assert failure["kind"] == "call_failed" and "HTTP 400" in failure["reason"]
+    assert "3/4 neurons explained; 1 calls failed" in capsys.readouterr().err

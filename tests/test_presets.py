@@ -104,5 +104,5 @@ def test_openai_compatible_preset_round_trip(standalone_engine, embedded_model_d
             assert len(scores) == 1 and scores[0]["n_sequences"] == 4, scores
             usage = (results / "smol" / "pydocs" / "usage" / "simulate" / "rnd" / "remote" / "remote" / f"{fmt}.json")
             assert '"requests": 4' in usage.read_text()  # the calls really reached the standalone server
-        assert f"simulate_score rnd/remote/remote/Original: 1/1 explanations scored" in out
+        assert "simulate_score rnd/remote/remote/Original: 1/1 explanations scored" in out
     assert not (work / "results" / "table6.csv").exists()  # neither run wrote the default run's tables

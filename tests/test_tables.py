@@ -36,7 +36,7 @@ def _scores(path: Path, values):
                              "score": pa.array(values, pa.float64())}), path)
 
 
-def _table2(tmp_path, per_format: dict, per_method: dict, sets=("s1",)):
+def _table2(tmp_path, per_format: dict, per_method: dict, sets=("s1",), neuron_sets=None):
     items, methods = [], []
     for s in sets:
         for fmt, values in per_format.items():
@@ -50,8 +50,24 @@ def _table2(tmp_path, per_format: dict, per_method: dict, sets=("s1",)):
     out = tmp_path / "results"
     out.mkdir(exist_ok=True)
     rows = table2(items, methods, out / "table2.csv", out / "table2_paired.csv", formats=FORMATS,
-                  comparisons=["N2G", "TokenLookup"], statistics=STATS)
+                  comparisons=["N2G", "TokenLookup"], statistics=STATS, neuron_sets=neuron_sets)
     return rows, out
+
+
+def test_a_neuron_no_format_has_a_score_for_still_counts_as_missing(tmp_path):
+    """Neuron 9 of the set got no score in any format (its explanations failed): it has no row anywhere, yet each
+    format's cell counts it as missing, read from the neuron set."""
+    from autointerp.tables.simulation_scores import read_neuron_sets
+
+    sets = tmp_path / "neuron_sets" / "s1.csv"
+    sets.parent.mkdir()
+    sets.write_text("layer,neuron\n" + "".join(f"0,{n}\n" for n in (0, 1, 2, 3, 9)))
+    rows, _ = _table2(tmp_path, PER_FORMAT, {}, neuron_sets=read_neuron_sets([sets]))
+    by = {r["format"]: r for r in rows}
+    for fmt in FORMATS:
+        assert (by[fmt]["s1_n"], by[fmt]["s1_nan_dropped"]) == (3, 2)  # neuron 3 (NaN in Summary) and neuron 9
+        assert by[fmt]["s1_nan_own"] == (2 if fmt == "Summary" else 1)
+    assert by["Original"]["s1_mean"] == pytest.approx(0.2)  # the mean is unchanged: 9 has no value to pair
 
 
 # Five formats on four neurons; Summary has no score for neuron 3. N2G beats every format (it would rank first if

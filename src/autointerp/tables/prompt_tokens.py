@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from autointerp.common.io import read_jsonl, write_csv
+from autointerp.common.io import path_fields, read_jsonl, write_csv
 from autointerp.common.snakemake_io import RuleIO
 from autointerp.simulate.scoring import mean_sem
-from autointerp.tables.cost import prompt_file_items
 
 
 def table1(prompt_files: list[dict], out_path) -> list[dict]:
@@ -36,4 +35,4 @@ def table1(prompt_files: list[dict], out_path) -> list[dict]:
 
 def run_table1(settings: None, io: RuleIO) -> dict:
     """results/table1.csv from the compared explainers' rendered prompt files."""
-    return {"rows": len(table1(prompt_file_items(io.inputs), io.outputs[0]))}
+    return {"rows": len(table1(path_fields(io.inputs, ["neuron_set", "explainer"]), io.outputs[0]))}
