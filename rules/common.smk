@@ -34,7 +34,7 @@ R, LOGS, BENCH = (run_dirs(RUN_NAME)[k] for k in ("results", "logs", "benchmarks
 SHARED = f"results/{SUBJECT}/{CORPUS}"
 RUN = f"{R}/{SUBJECT}/{CORPUS}"
 for _target in sys.argv[1:]:
-    # results/table6.csv with a preset would otherwise be "no rule to produce": say where this run's table is.
+    # results/table6.csv with a preset would otherwise be Snakemake's "missing" error; say where this run's table is.
     # (The command line, since Snakemake knows its targets only after the workflow is parsed.)
     if R != "results" and re.fullmatch(r"results/(table\w*|cost_estimate)\.csv", str(_target)):
         raise ConfigError(f"{_target} is the default run's file; this config is run {RUN_NAME!r}, so ask for "
@@ -117,9 +117,10 @@ def compared_prompt_files(wildcards=None):
     return _per_explainer(f"{RUN}/prompts/{{neuron_set}}/{{explainer}}/{{format}}.jsonl", COMPARED)
 
 
-def explanation_files(wildcards=None):
-    """Compared explainers on every neuron set; reference explainers only where an AdaCS reference uses them."""
-    pattern = f"{RUN}/explanations/{{neuron_set}}/{{explainer}}/{{format}}.jsonl"
+def explanation_files(wildcards=None, folder="explanations"):
+    """Compared explainers on every neuron set; reference explainers only where an AdaCS reference uses them
+    (``folder="prompts"``: the prompt files those explanations come from)."""
+    pattern = f"{RUN}/{folder}/{{neuron_set}}/{{explainer}}/{{format}}.jsonl"
     files = _per_explainer(pattern, COMPARED)
     for name in NEURON_SETS:
         spec = (config.get("adacs") or {}).get("references", {}).get(name)
@@ -131,7 +132,7 @@ def explanation_files(wildcards=None):
 
 def explained_prompt_files(wildcards=None):
     """The prompt files that will be explained (reference explainers only where a reference uses them)."""
-    return [p.replace("/explanations/", "/prompts/", 1) for p in explanation_files()]
+    return explanation_files(folder="prompts")
 
 
 def puzzle_prompt_files(wildcards=None):
@@ -146,7 +147,12 @@ def puzzle_prompt_files(wildcards=None):
 def paid_gate(section, name=None):
     """The cost estimate, as an input of jobs whose role has a price: it runs (and applies llm.max_cost_usd)
     before the first paid call. Jobs of free roles (the embedded engine, self-hosted servers) do not wait.
-    ``name``: the role, for rules without a role wildcard (the embedders)."""
+    ``name``: the role, for rules without a role wildcard (the embedders).
+
+    A plain input, not ancient(): when the estimate changes (a new prompt variant, a changed role) the run's paid
+    jobs run again, answered from the response cache (no request, no cost). ancient() would spare that, but
+    Snakemake 9 then drops a job's own rerun reasons (changed params, missing output) whenever the estimate
+    reruns in the same invocation: it masks the jobs below a rerunning job and does not follow ancient edges."""
 
     def get(wildcards):
         role = (config.get(section) or {}).get(name or getattr(wildcards, section[:-1], ""))
@@ -274,12 +280,3 @@ def missing_api_keys(jobs):
                 needed.setdefault(role["api_key_env"], set()).add(f"{section}.{name}")
     return {var: sorted(roles) for var, roles in sorted(needed.items()) if not os.environ.get(var)}
 
-
-onstart:
-    _missing = missing_api_keys(workflow.dag.needrun_jobs())
-    if _missing:
-        raise ConfigError(
-            "this run calls endpoints that need a key, and the environment lacks "
-            + "; ".join(f"${var} (for {', '.join(roles)})" for var, roles in _missing.items())
-            + ": export it (dry runs with -n need none)"
-        )

@@ -5,19 +5,19 @@ from autointerp.explain.stage import ExplainSettings
 
 rule explain:
     input:
-        prompts=R + "/{subject}/{corpus}/prompts/{neuron_set}/{explainer}/{format}.jsonl",
+        prompts=f"{R}/{{subject}}/{{corpus}}/prompts/{{neuron_set}}/{{explainer}}/{{format}}.jsonl",
         engine=engine_inputs("explainers"),
         budget=paid_gate("explainers"),
     output:
-        explanations=R + "/{subject}/{corpus}/explanations/{neuron_set}/{explainer}/{format}.jsonl",
-        failures=R + "/{subject}/{corpus}/explanations/{neuron_set}/{explainer}/{format}.failures.jsonl",
-        usage=R + "/{subject}/{corpus}/usage/explain/{neuron_set}/{explainer}/{format}.json",
+        explanations=f"{R}/{{subject}}/{{corpus}}/explanations/{{neuron_set}}/{{explainer}}/{{format}}.jsonl",
+        failures=f"{R}/{{subject}}/{{corpus}}/explanations/{{neuron_set}}/{{explainer}}/{{format}}.failures.jsonl",
+        usage=f"{R}/{{subject}}/{{corpus}}/usage/explain/{{neuron_set}}/{{explainer}}/{{format}}.json",
     params:
         settings=stage_settings(ExplainSettings),
     log:
-        LOGS + "/{subject}/{corpus}/explain/{neuron_set}/{explainer}/{format}.log",
+        f"{LOGS}/{{subject}}/{{corpus}}/explain/{{neuron_set}}/{{explainer}}/{{format}}.log",
     benchmark:
-        BENCH + "/{subject}/{corpus}/explain/{neuron_set}/{explainer}/{format}.tsv"
+        f"{BENCH}/{{subject}}/{{corpus}}/explain/{{neuron_set}}/{{explainer}}/{{format}}.tsv"
     threads: config["llm"]["engine_threads"]
     resources:
         api_calls=1,

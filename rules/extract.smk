@@ -84,11 +84,11 @@ rule neuron_set:
     input:
         unpack(neuron_set_inputs),
     output:
-        R + "/{subject}/{corpus}/neuron_sets/{neuron_set}.csv",
+        f"{R}/{{subject}}/{{corpus}}/neuron_sets/{{neuron_set}}.csv",
     params:
         settings=stage_settings(ExtractSettings, "neuron_set"),
     log:
-        LOGS + "/{subject}/{corpus}/neuron_sets/{neuron_set}.log",
+        f"{LOGS}/{{subject}}/{{corpus}}/neuron_sets/{{neuron_set}}.log",
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -97,18 +97,18 @@ rule neuron_set:
 
 rule records:
     input:
-        neurons=R + "/{subject}/{corpus}/neuron_sets/{neuron_set}.csv",
+        neurons=f"{R}/{{subject}}/{{corpus}}/neuron_sets/{{neuron_set}}.csv",
         activations=activations_dir,
         corpus=corpus_path,
         model=model_dir,
     output:
-        R + "/{subject}/{corpus}/records/{neuron_set}.parquet",
+        f"{R}/{{subject}}/{{corpus}}/records/{{neuron_set}}.parquet",
     params:
         settings=stage_settings(ExtractSettings, "records"),
     log:
-        LOGS + "/{subject}/{corpus}/records/{neuron_set}.log",
+        f"{LOGS}/{{subject}}/{{corpus}}/records/{{neuron_set}}.log",
     benchmark:
-        BENCH + "/{subject}/{corpus}/records/{neuron_set}.tsv"
+        f"{BENCH}/{{subject}}/{{corpus}}/records/{{neuron_set}}.tsv"
     resources:
         mem_mb=4000,
     conda:

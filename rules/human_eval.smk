@@ -8,14 +8,14 @@ from autointerp.human_eval.stage import HumanEvalSettings
 
 rule prepare_human_study:
     input:
-        records=R + "/{subject}/{corpus}/records/{neuron_set}.parquet",
+        records=f"{R}/{{subject}}/{{corpus}}/records/{{neuron_set}}.parquet",
         explanations=study_explanation_files,
     output:
-        R + "/{subject}/{corpus}/human_eval/{neuron_set}/{explainer}.template.sqlite",
+        f"{R}/{{subject}}/{{corpus}}/human_eval/{{neuron_set}}/{{explainer}}.template.sqlite",
     params:
         settings=stage_settings(HumanEvalSettings),
     log:
-        LOGS + "/{subject}/{corpus}/human_eval/{neuron_set}/{explainer}.log",
+        f"{LOGS}/{{subject}}/{{corpus}}/human_eval/{{neuron_set}}/{{explainer}}.log",
     conda:
         "../envs/pipeline.yaml"
     script:

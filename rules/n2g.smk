@@ -6,19 +6,19 @@ from autointerp.n2g.stage import N2GSettings
 
 rule n2g:
     input:
-        records=R + "/{subject}/{corpus}/records/{neuron_set}.parquet",
+        records=f"{R}/{{subject}}/{{corpus}}/records/{{neuron_set}}.parquet",
         model=model_dir,
     output:
-        n2g=R + "/{subject}/{corpus}/n2g/{neuron_set}/N2G.parquet",
-        lookup=R + "/{subject}/{corpus}/n2g/{neuron_set}/TokenLookup.parquet",
-        metrics=R + "/{subject}/{corpus}/n2g/{neuron_set}/metrics.csv",
-        graphs=directory(R + "/{subject}/{corpus}/n2g/{neuron_set}/graphs"),
+        n2g=f"{R}/{{subject}}/{{corpus}}/n2g/{{neuron_set}}/N2G.parquet",
+        lookup=f"{R}/{{subject}}/{{corpus}}/n2g/{{neuron_set}}/TokenLookup.parquet",
+        metrics=f"{R}/{{subject}}/{{corpus}}/n2g/{{neuron_set}}/metrics.csv",
+        graphs=directory(f"{R}/{{subject}}/{{corpus}}/n2g/{{neuron_set}}/graphs"),
     params:
         settings=stage_settings(N2GSettings),
     log:
-        LOGS + "/{subject}/{corpus}/n2g/{neuron_set}.log",
+        f"{LOGS}/{{subject}}/{{corpus}}/n2g/{{neuron_set}}.log",
     benchmark:
-        BENCH + "/{subject}/{corpus}/n2g/{neuron_set}.tsv"
+        f"{BENCH}/{{subject}}/{{corpus}}/n2g/{{neuron_set}}.tsv"
     threads: 1
     resources:
         # CPU-bound like the engine jobs: one lane, one thread.

@@ -5,13 +5,13 @@ from autointerp.prompts.stage import PromptSettings
 
 rule render_prompts:
     input:
-        records=R + "/{subject}/{corpus}/records/{neuron_set}.parquet",
+        records=f"{R}/{{subject}}/{{corpus}}/records/{{neuron_set}}.parquet",
     output:
-        R + "/{subject}/{corpus}/prompts/{neuron_set}/{explainer}/{format}.jsonl",
+        f"{R}/{{subject}}/{{corpus}}/prompts/{{neuron_set}}/{{explainer}}/{{format}}.jsonl",
     params:
         settings=stage_settings(PromptSettings),
     log:
-        LOGS + "/{subject}/{corpus}/prompts/{neuron_set}/{explainer}/{format}.log",
+        f"{LOGS}/{{subject}}/{{corpus}}/prompts/{{neuron_set}}/{{explainer}}/{{format}}.log",
     conda:
         "../envs/pipeline.yaml"
     script:

@@ -7,18 +7,18 @@ from autointerp.similarity.stage import SimilaritySettings
 
 rule adacs_similarity:
     input:
-        explanations=R + "/{subject}/{corpus}/explanations/{neuron_set}/{explainer}/{format}.jsonl",
+        explanations=f"{R}/{{subject}}/{{corpus}}/explanations/{{neuron_set}}/{{explainer}}/{{format}}.jsonl",
         references=reference_inputs,
         budget=paid_gate("embedders", ADACS.get("embedder")),
     output:
-        similarity=R + "/{subject}/{corpus}/similarity/{neuron_set}/{explainer}/{format}.parquet",
-        usage=R + "/{subject}/{corpus}/usage/embed/{neuron_set}/{explainer}/{format}.json",
+        similarity=f"{R}/{{subject}}/{{corpus}}/similarity/{{neuron_set}}/{{explainer}}/{{format}}.parquet",
+        usage=f"{R}/{{subject}}/{{corpus}}/usage/embed/{{neuron_set}}/{{explainer}}/{{format}}.json",
     params:
         settings=stage_settings(SimilaritySettings, "embedder", "role", "reference", "normalise", "cache_dir"),
     log:
-        LOGS + "/{subject}/{corpus}/similarity/{neuron_set}/{explainer}/{format}.log",
+        f"{LOGS}/{{subject}}/{{corpus}}/similarity/{{neuron_set}}/{{explainer}}/{{format}}.log",
     benchmark:
-        BENCH + "/{subject}/{corpus}/similarity/{neuron_set}/{explainer}/{format}.tsv"
+        f"{BENCH}/{{subject}}/{{corpus}}/similarity/{{neuron_set}}/{{explainer}}/{{format}}.tsv"
     threads: 1
     resources:
         api_calls=1,
@@ -33,11 +33,11 @@ rule puzzle_set:
     input:
         unpack(puzzle_set_inputs),
     output:
-        R + "/puzzles/{puzzle_set}/puzzles.json",
+        f"{R}/puzzles/{{puzzle_set}}/puzzles.json",
     params:
         settings=stage_settings(SimilaritySettings, "puzzle_set", "cache_dir"),
     log:
-        LOGS + "/puzzles/{puzzle_set}/puzzle_set.log",
+        f"{LOGS}/puzzles/{{puzzle_set}}/puzzle_set.log",
     conda:
         "../envs/torch.yaml"
     script:
@@ -46,13 +46,13 @@ rule puzzle_set:
 
 rule render_puzzle_prompts:
     input:
-        R + "/puzzles/{puzzle_set}/puzzles.json",
+        f"{R}/puzzles/{{puzzle_set}}/puzzles.json",
     output:
-        R + "/puzzles/{puzzle_set}/prompts/{explainer}/{format}.jsonl",
+        f"{R}/puzzles/{{puzzle_set}}/prompts/{{explainer}}/{{format}}.jsonl",
     params:
         settings=stage_settings(PromptSettings),
     log:
-        LOGS + "/puzzles/{puzzle_set}/prompts/{explainer}/{format}.log",
+        f"{LOGS}/puzzles/{{puzzle_set}}/prompts/{{explainer}}/{{format}}.log",
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -61,19 +61,19 @@ rule render_puzzle_prompts:
 
 rule explain_puzzles:
     input:
-        prompts=R + "/puzzles/{puzzle_set}/prompts/{explainer}/{format}.jsonl",
+        prompts=f"{R}/puzzles/{{puzzle_set}}/prompts/{{explainer}}/{{format}}.jsonl",
         engine=engine_inputs("explainers"),
         budget=paid_gate("explainers"),
     output:
-        explanations=R + "/puzzles/{puzzle_set}/explanations/{explainer}/{format}.jsonl",
-        failures=R + "/puzzles/{puzzle_set}/explanations/{explainer}/{format}.failures.jsonl",
-        usage=R + "/puzzles/{puzzle_set}/usage/explain/{explainer}/{format}.json",
+        explanations=f"{R}/puzzles/{{puzzle_set}}/explanations/{{explainer}}/{{format}}.jsonl",
+        failures=f"{R}/puzzles/{{puzzle_set}}/explanations/{{explainer}}/{{format}}.failures.jsonl",
+        usage=f"{R}/puzzles/{{puzzle_set}}/usage/explain/{{explainer}}/{{format}}.json",
     params:
         settings=stage_settings(ExplainSettings),
     log:
-        LOGS + "/puzzles/{puzzle_set}/explain/{explainer}/{format}.log",
+        f"{LOGS}/puzzles/{{puzzle_set}}/explain/{{explainer}}/{{format}}.log",
     benchmark:
-        BENCH + "/puzzles/{puzzle_set}/explain/{explainer}/{format}.tsv"
+        f"{BENCH}/puzzles/{{puzzle_set}}/explain/{{explainer}}/{{format}}.tsv"
     threads: config["llm"]["engine_threads"]
     resources:
         api_calls=1,
@@ -88,15 +88,15 @@ rule explain_puzzles:
 
 rule puzzle_similarity:
     input:
-        explanations=R + "/puzzles/{puzzle_set}/explanations/{explainer}/{format}.jsonl",
+        explanations=f"{R}/puzzles/{{puzzle_set}}/explanations/{{explainer}}/{{format}}.jsonl",
         budget=paid_gate("embedders", PUZZLES.get("embedder")),
     output:
-        similarity=R + "/puzzles/{puzzle_set}/similarity/{explainer}/{format}.parquet",
-        usage=R + "/puzzles/{puzzle_set}/usage/embed/{explainer}/{format}.json",
+        similarity=f"{R}/puzzles/{{puzzle_set}}/similarity/{{explainer}}/{{format}}.parquet",
+        usage=f"{R}/puzzles/{{puzzle_set}}/usage/embed/{{explainer}}/{{format}}.json",
     params:
         settings=stage_settings(SimilaritySettings, "embedder", "role", "cache_dir"),
     log:
-        LOGS + "/puzzles/{puzzle_set}/similarity/{explainer}/{format}.log",
+        f"{LOGS}/puzzles/{{puzzle_set}}/similarity/{{explainer}}/{{format}}.log",
     threads: 1
     resources:
         api_calls=1,

@@ -5,20 +5,20 @@ from autointerp.simulate.stage import SimulateSettings
 
 rule simulate_score:
     input:
-        explanations=R + "/{subject}/{corpus}/explanations/{neuron_set}/{explainer}/{format}.jsonl",
-        records=R + "/{subject}/{corpus}/records/{neuron_set}.parquet",
+        explanations=f"{R}/{{subject}}/{{corpus}}/explanations/{{neuron_set}}/{{explainer}}/{{format}}.jsonl",
+        records=f"{R}/{{subject}}/{{corpus}}/records/{{neuron_set}}.parquet",
         engine=engine_inputs("simulators"),
         budget=paid_gate("simulators"),
     output:
-        scores=R + "/{subject}/{corpus}/scores/{neuron_set}/{explainer}/{simulator}/{format}.parquet",
-        predictions=R + "/{subject}/{corpus}/simulations/{neuron_set}/{explainer}/{simulator}/{format}.parquet",
-        usage=R + "/{subject}/{corpus}/usage/simulate/{neuron_set}/{explainer}/{simulator}/{format}.json",
+        scores=f"{R}/{{subject}}/{{corpus}}/scores/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}.parquet",
+        predictions=f"{R}/{{subject}}/{{corpus}}/simulations/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}.parquet",
+        usage=f"{R}/{{subject}}/{{corpus}}/usage/simulate/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}.json",
     params:
         settings=stage_settings(SimulateSettings),
     log:
-        LOGS + "/{subject}/{corpus}/simulate/{neuron_set}/{explainer}/{simulator}/{format}.log",
+        f"{LOGS}/{{subject}}/{{corpus}}/simulate/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}.log",
     benchmark:
-        BENCH + "/{subject}/{corpus}/simulate/{neuron_set}/{explainer}/{simulator}/{format}.tsv"
+        f"{BENCH}/{{subject}}/{{corpus}}/simulate/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}.tsv"
     threads: config["llm"]["engine_threads"]
     resources:
         api_calls=1,

@@ -17,11 +17,11 @@ rule cost_estimate:
         puzzle_prompts=puzzle_prompt_files,
         records=expand(f"{RUN}/records/{{neuron_set}}.parquet", neuron_set=NEURON_SETS),
     output:
-        R + "/cost_estimate.csv",
+        f"{R}/cost_estimate.csv",
     params:
         settings=stage_settings(TablesSettings, "cost"),
     log:
-        LOGS + "/cost_estimate.log",
+        f"{LOGS}/cost_estimate.log",
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -32,9 +32,9 @@ rule table5:
     input:
         HUMAN_EVAL.get("ratings") or [],
     output:
-        R + "/table5.csv",
+        f"{R}/table5.csv",
     log:
-        LOGS + "/table5.log",
+        f"{LOGS}/table5.log",
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -45,9 +45,9 @@ rule n2g_table:
     input:
         expand(f"{RUN}/n2g/{{neuron_set}}/metrics.csv", neuron_set=NEURON_SETS),
     output:
-        R + "/table_n2g.csv",
+        f"{R}/table_n2g.csv",
     log:
-        LOGS + "/table_n2g.log",
+        f"{LOGS}/table_n2g.log",
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -58,9 +58,9 @@ rule table1:
     input:
         compared_prompt_files,
     output:
-        R + "/table1.csv",
+        f"{R}/table1.csv",
     log:
-        LOGS + "/table1.log",
+        f"{LOGS}/table1.log",
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -72,12 +72,12 @@ rule table3:
         similarity=similarity_files,
         neuron_sets=expand(f"{RUN}/neuron_sets/{{neuron_set}}.csv", neuron_set=ADACS_SETS),
     output:
-        table=R + "/table3.csv",
-        paired=R + "/table3_paired.csv",
+        table=f"{R}/table3.csv",
+        paired=f"{R}/table3_paired.csv",
     params:
         settings=stage_settings(TablesSettings, *TABLE_PAIRED),
     log:
-        LOGS + "/table3.log",
+        f"{LOGS}/table3.log",
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -88,12 +88,12 @@ rule table4:
     input:
         puzzle_similarity_files,
     output:
-        table=R + "/table4.csv",
-        paired=R + "/table4_paired.csv",
+        table=f"{R}/table4.csv",
+        paired=f"{R}/table4_paired.csv",
     params:
         settings=stage_settings(TablesSettings, *TABLE_PAIRED),
     log:
-        LOGS + "/table4.log",
+        f"{LOGS}/table4.log",
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -106,12 +106,12 @@ rule table2:
         methods=n2g_score_files,
         neuron_sets=expand(f"{RUN}/neuron_sets/{{neuron_set}}.csv", neuron_set=NEURON_SETS),
     output:
-        table=R + "/table2.csv",
-        paired=R + "/table2_paired.csv",
+        table=f"{R}/table2.csv",
+        paired=f"{R}/table2_paired.csv",
     params:
         settings=stage_settings(TablesSettings, *TABLE_PAIRED),
     log:
-        LOGS + "/table2.log",
+        f"{LOGS}/table2.log",
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -124,13 +124,13 @@ rule table6:
         # Not ranked, but the main command (results/table6.csv) should leave every table behind.
         companions=companion_tables,
     output:
-        table=R + "/table6.csv",
-        comparison=R + "/table6_comparison.csv",
-        columns=R + "/table6_columns.csv",
+        table=f"{R}/table6.csv",
+        comparison=f"{R}/table6_comparison.csv",
+        columns=f"{R}/table6_columns.csv",
     params:
         settings=stage_settings(TablesSettings, "formats"),
     log:
-        LOGS + "/table6.log",
+        f"{LOGS}/table6.log",
     conda:
         "../envs/pipeline.yaml"
     script:

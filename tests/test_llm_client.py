@@ -423,3 +423,38 @@ def test_progress_eta_and_finish_with_a_fake_clock(caplog):
     assert progress_lines(caplog)[-1] == "job: 6/10 calls (1 cached, 1 failed), 0.01 calls/s, ETA 6 min 40 s"
     p.finish()
     assert len(progress_lines(caplog)) == 2
+
+
+def test_progress_heartbeat_logs_while_no_call_finishes():
+    """One embedded-engine call can take 20 s: the line still comes every interval while it runs."""
+    import threading
+
+    from autointerp.llm.progress import Progress
+
+    seen = threading.Event()
+
+    class Counting(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+            if len(self.lines) >= 2:
+                seen.set()
+
+    logger = logging.getLogger("test.progress.heartbeat")
+    handler = Counting()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        p = Progress(4, "job", interval_s=0.1, logger=logger, heartbeat=True)
+        assert seen.wait(20)  # two lines without a single finished call
+        assert all(line.startswith("job: 0/4 calls") for line in handler.lines)
+        p.finish()
+        n = len(handler.lines)
+        assert handler.lines[-1].startswith("job: 0/4 calls")
+        time.sleep(0.5)
+        assert len(handler.lines) == n  # finish stops the heartbeat
+    finally:
+        logger.removeHandler(handler)

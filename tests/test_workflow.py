@@ -14,8 +14,8 @@ from workflow_utils import PLANTED_KEY, loopback_roles, make_workdir, snakemake,
 
 pytestmark = pytest.mark.slow
 
-# Every loopback role is priced (the cost estimate and the budget gate are exercised), and the server counts usage
-# with cl100k as a real server would.
+# The server counts usage with cl100k as a real server would (what the cost estimate is compared against); the
+# priced runs are copies of the finished run with these prices on every role.
 PRICES = {"price_input_per_1m": 1.0, "price_output_per_1m": 4.0}
 
 
@@ -27,7 +27,7 @@ def server():
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, embedded_model_dir, server):
-    config = tiny_config(**loopback_roles(server.base_url, **PRICES))
+    config = tiny_config(**loopback_roles(server.base_url))
     work = make_workdir(tmp_path_factory.mktemp("run"), config, embedded_model_dir)
     proc = snakemake(work, "--cores", "2", "results/table6.csv")
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -65,13 +65,13 @@ def _check_estimate(estimate: dict, actual: dict) -> None:
         assert abs(actual[stage] - estimate[stage]) <= 0.10 * estimate[stage], (stage, estimate, actual)
 
 
-def test_cost_estimate_matches_the_ledger(finished):
-    """prompt_logprobs simulator: the ledger's actual cost is within 10 % of the estimate made before any call."""
-    results = finished / "results"
-    _check_estimate(_estimate(results / "cost_estimate.csv"), _ledger_cost(results / "smol", results / "puzzles"))
+def test_jobs_print_what_they_did(finished):
     console = (finished / "console.txt").read_text()
-    assert "cost estimate (results/cost_estimate.csv): $" in console  # printed for the user, not only written
-    assert "explain rnd/loop/Original: 3/3 neurons explained; 0 calls failed" in console
+    assert "cost estimate (results/cost_estimate.csv): $0.00 for " in console  # printed for the user
+    assert "explain rnd/loop/Original: 3/3 neurons explained; 0 calls failed, 0 samples without" in console
+    assert "simulate_score rnd/loop/loop/Summary: 3/3 explanations scored; 0 failed" in console
+    log = (finished / "logs" / "smol" / "pydocs" / "simulate" / "rnd" / "loop" / "loop" / "Summary.log").read_text()
+    assert "simulate_score rnd/loop/loop/Summary: 30/30 calls (0 cached, 0 failed)" in log  # progress k/N
 
 
 def test_outputs_follow_the_contract(finished):
@@ -176,7 +176,13 @@ def test_explanations_scores_and_tables(finished):
     comparison = list(csv.DictReader(open(finished / "results" / "table6_comparison.csv")))
     assert {r["method"] for r in comparison} == {"N2G", "TokenLookup"}
     cost = list(csv.DictReader(open(finished / "results" / "cost_estimate.csv")))
-    assert cost[-1]["stage"] == "total" and int(cost[-1]["calls"]) == 5 * 5 + 5  # + the reference explainer
+    calls = {}
+    for row in cost[:-1]:
+        calls[row["stage"]] = calls.get(row["stage"], 0) + int(row["calls"])
+    assert cost[-1]["stage"] == "total" and int(cost[-1]["calls"]) == sum(calls.values())
+    # 5 neurons x 5 formats, + the reference explainer on the 3 neurons of its AdaCS set; 10 valid records each
+    assert calls["explain"] == 5 * 5 + 3 and calls["simulate_score"] == 5 * 5 * 10
+    assert set(calls) == {"explain", "explain_puzzles", "simulate_score", "adacs_similarity", "puzzle_similarity"}
     assert {k for k in table6[0] if k.startswith(("adacs[", "puzzles["))} >= {"adacs[loop/rnd]", "puzzles[loop/gen]"}
 
 
@@ -400,43 +406,46 @@ def _digests(folder) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("table*.csv"))}
 
 
-def test_a_roles_only_preset_reuses_shared_work_and_keeps_the_default_tables(finished, server, tmp_path):
-    """A config that changes only the LLM roles (here: other model names and the chat-logprob simulator) is its
-    own run: no model, corpus or extraction job, its tables under results/<run>/, the default tables untouched;
-    and its cost estimate matches the ledger in chat_logprobs mode too."""
+def test_priced_roles_only_presets_reuse_shared_work_and_match_their_estimates(finished, server, tmp_path):
+    """Configs that change only the LLM roles (other model names, prices, either simulator mode) are runs of their
+    own: no model, corpus or extraction job, tables under results/<run>/, the default tables untouched; and the
+    cost estimate printed before the first paid call is within 10 % of the ledger's actual cost in both modes."""
     work = _copy(finished, tmp_path)
-
-    def roles_only(config):
-        for role in (*config["explainers"].values(), *config["simulators"].values()):
-            role["model"] = "loop-model-2"
-        config["simulators"]["loop"]["mode"] = "chat_logprobs"
-
-    _edit_config(work, roles_only, "config/roles_only.yaml")
     before = _digests(work / "results")
-    plan = _dry_run_jobs(work, "results/roles_only/table6.csv", "--configfile", "config/roles_only.yaml")
-    assert plan and not {"prepare_model", "build_corpus", "extract_activations"} & set(plan), plan
-    proc = snakemake(work, "--cores", "2", "results/roles_only/table6.csv", "--configfile", "config/roles_only.yaml")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    out = proc.stdout + proc.stderr
-    assert "rule extract_activations" not in out and "rule build_corpus" not in out
-    run = work / "results" / "roles_only"
-    assert {"table1.csv", "table2.csv", "table6.csv", "cost_estimate.csv"} <= {p.name for p in run.glob("*.csv")}
+    for run, mode in (("priced_echo", "prompt_logprobs"), ("priced_chat", "chat_logprobs")):
+        def roles_only(config, run=run, mode=mode):
+            for role in (*config["explainers"].values(), *config["simulators"].values(),
+                         *config["embedders"].values()):
+                role.update(model=f"{role['model']}-{run}", **PRICES)
+            config["simulators"]["loop"]["mode"] = mode
+
+        _edit_config(work, roles_only, f"config/{run}.yaml")
+        target = (f"results/{run}/table6.csv", "--configfile", f"config/{run}.yaml")
+        plan = _dry_run_jobs(work, *target)
+        assert plan and not {"prepare_model", "build_corpus", "extract_activations"} & set(plan), plan
+        proc = snakemake(work, "--cores", "2", *target)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-4000:]
+        assert "rule extract_activations" not in out and "rule build_corpus" not in out
+        assert f"cost estimate (results/{run}/cost_estimate.csv): $" in out  # on the console, before paid jobs
+        assert out.index("rule cost_estimate") < out.index("rule explain")
+        results = work / "results" / run
+        assert {"table1.csv", "table2.csv", "table6.csv", "cost_estimate.csv"} <= {p.name for p in results.glob("*.csv")}
+        scores = pq.read_table(results / "smol" / "pydocs" / "scores" / "rnd" / "loop" / "loop" / "Summary.parquet")
+        assert scores.num_rows == 3 and all(math.isfinite(x) for x in scores.column("score").to_pylist())
+        assert (work / "logs" / run / "smol" / "pydocs" / "simulate" / "rnd" / "loop" / "loop" / "Summary.log").exists()
+        _check_estimate(_estimate(results / "cost_estimate.csv"), _ledger_cost(results))
     assert _digests(work / "results") == before  # the default run's tables, byte for byte
-    scores = pq.read_table(run / "smol" / "pydocs" / "scores" / "rnd" / "loop" / "loop" / "Summary.parquet")
-    assert scores.num_rows == 3 and all(math.isfinite(x) for x in scores.column("score").to_pylist())
-    assert (work / "logs" / "roles_only" / "smol" / "pydocs" / "simulate" / "rnd" / "loop" / "loop"
-            / "Summary.log").exists()
-    _check_estimate(_estimate(run / "cost_estimate.csv"), _ledger_cost(run))
-    # The default run's table path under this config says where this run's table is.
-    wrong = snakemake(work, "-n", "results/table6.csv", "--configfile", "config/roles_only.yaml")
-    assert wrong.returncode != 0 and "ask for results/roles_only/table6.csv" in wrong.stdout + wrong.stderr
+    # The default run's table path under another config says where that run's table is.
+    wrong = snakemake(work, "-n", "results/table6.csv", "--configfile", "config/priced_chat.yaml")
+    assert wrong.returncode != 0 and "ask for results/priced_chat/table6.csv" in wrong.stdout + wrong.stderr
 
 
 def test_the_budget_stops_the_run_before_any_paid_call(finished, server, tmp_path):
     work = _copy(finished, tmp_path)
 
     def over_budget(config):
-        config["explainers"]["loop"]["model"] = "loop-model-3"  # uncached: explain would have to pay
+        config["explainers"]["loop"].update(model="loop-model-3", **PRICES)  # uncached: explain would have to pay
         config["llm"]["max_cost_usd"] = 0.0001
 
     _edit_config(work, over_budget)
@@ -444,7 +453,7 @@ def test_the_budget_stops_the_run_before_any_paid_call(finished, server, tmp_pat
     proc = snakemake(work, "--cores", "2", "results/table6.csv")
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "exceeds llm.max_cost_usd = $0.00" in out and "explain $" in out and "simulate_score $" in out, out[-3000:]
+    assert "exceeds llm.max_cost_usd = $0.00" in out and "(explain $" in out, out[-3000:]
     assert server.count() == before  # not one paid request
 
 
@@ -455,7 +464,8 @@ def test_keys_are_needed_only_by_runs_that_call_an_endpoint(finished, server, tm
     proc = snakemake(work, "--cores", "2", "--forcerun", "explain", "results/table6.csv", without=("AUTOINTERP_TEST_KEY",))
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "the environment lacks $AUTOINTERP_TEST_KEY (for explainers.loop" in out, out[-3000:]
+    assert "the environment lacks $AUTOINTERP_TEST_KEY (for " in out, out[-3000:]
+    assert "explainers.loop," in out and "simulators.loop" in out  # the roles of the jobs that would run
     assert "Finished jobid" not in out and server.count() == before  # reported before any job started
     # A run that calls no endpoint needs no key.
     ok = snakemake(work, "--cores", "2", "--forcerun", "table1", "results/table1.csv", without=("AUTOINTERP_TEST_KEY",))

@@ -44,7 +44,7 @@ def producing_rule(path) -> str | None:
     if "results" not in parts:
         return None
     inner = parts[parts.index("results") + 1:-1]
-    if inner[:1] == ("puzzles",) and Path(path).name == "puzzles.json":
+    if "puzzles" in inner[:2] and Path(path).name == "puzzles.json":  # results/[<run>/]puzzles/<set>/
         return "puzzle_set"
     for top, folder, rule in _PRODUCERS:
         if folder in inner and (top is None or inner[:1] == (top,)):

@@ -160,6 +160,7 @@ def run_explain_job(settings: ExplainSettings, io: RuleIO) -> dict:
                      engine_dir=engine[0] if engine else None, threads=io.threads) as client:
         client.start_progress(len(prompts) * settings.samples, label)
         outcome = asyncio.run(explain_all(client, prompts, settings, settings.role.model))
+        client.finish_progress()
         calls = [dataclasses.asdict(r) for r in client.ledger.records]
     neurons = {(p["layer"], p["neuron"]) for p in prompts}
     ok = {(r["layer"], r["neuron"]) for r in outcome.lines}

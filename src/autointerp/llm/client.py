@@ -325,7 +325,9 @@ class LLMClient:
         """Log ``what: k/total calls (c cached, f failed), r calls/s, ETA t`` (logger autointerp.llm.progress, INFO)
         at most every ``interval_s`` seconds as calls finish, and once when k reaches total. Replaces any earlier
         progress of this client."""
-        self._progress = Progress(total, what, interval_s)
+        if self._progress is not None:
+            self._progress.finish()
+        self._progress = Progress(total, what, interval_s, heartbeat=True)
         return self._progress
 
     def finish_progress(self) -> None:

@@ -2,8 +2,8 @@
 
 A stage calls ``client.start_progress(n_expected_calls, label)``; the client ticks the Progress for every finished
 call (cache hit, request or failure). Lines go to the logger ``autointerp.llm.progress`` at INFO, at most every
-``interval_s`` seconds (only when a call finishes: there is no timer thread), and always once when ``done`` reaches
-``total``. More calls than expected (extra samples) are fine: the line then shows k/N with k > N and no ETA.
+``interval_s`` seconds as calls finish, and always once when ``done`` reaches ``total``; with ``heartbeat`` a daemon
+thread also logs the line when no call finished for ``interval_s`` (one embedded-engine call can take 20 s). More calls than expected (extra samples) are fine: the line then shows k/N with k > N and no ETA.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class Progress:
     """Counts finished calls against an expected total and logs them; thread-safe."""
 
     def __init__(self, total: int, what: str, interval_s: float = 5.0, *, logger: logging.Logger | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, heartbeat: bool = False):
         self.total = max(0, int(total))
         self.what = what
         self.interval_s = float(interval_s)
@@ -49,6 +49,21 @@ class Progress:
         self._last_log = self._t0
         self._final_logged = False
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        if heartbeat and self.interval_s > 0:  # interval 0 logs every call already
+            threading.Thread(target=self._beat, name="llm-progress", daemon=True).start()
+
+    def _beat(self) -> None:
+        while not self._stopped.wait(self.interval_s / 2):
+            with self._lock:
+                if self._final_logged:
+                    return
+                now = self._clock()
+                if now - self._last_log < self.interval_s:
+                    continue
+                self._last_log = now
+                line = self._line(now)
+            self._log.info("%s", line)
 
     def tick(self, *, cached: bool = False, failed: bool = False) -> None:
         """One call finished."""
@@ -68,6 +83,7 @@ class Progress:
     def finish(self) -> None:
         """Log the final state unless the line for done == total was already logged (e.g. fewer calls than
         expected: everything was answered otherwise, or the job failed early)."""
+        self._stopped.set()
         with self._lock:
             if self._final_logged:
                 return

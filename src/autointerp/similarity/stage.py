@@ -118,6 +118,7 @@ def run_similarity_job(settings: SimilaritySettings, io: RuleIO, references: dic
     with open_client(settings.embedder, settings.role, cache_dir=settings.cache_dir) as client:
         client.start_progress(math.ceil(len({t for pair in pairs for t in pair if t}) / 64), label)  # batches
         sims = asyncio.run(similarity_to_reference(client, pairs, normalise=settings.normalise)) if pairs else []
+        client.finish_progress()
         totals = {k: v for k, v in client.ledger.totals().items() if k != "by_role"}
     rows = [{"layer": x["layer"], "neuron": x["neuron"], "format": x["format"], "sample": x.get("sample", 0),
              "puzzle": x.get("puzzle"), "explanation": x["explanation"], "reference": ref, "similarity": s,

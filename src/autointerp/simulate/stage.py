@@ -87,6 +87,7 @@ def run_simulate_job(settings: SimulateSettings, io: RuleIO) -> dict:
                      engine_dir=engine[0] if engine else None, threads=io.threads) as client:
         client.start_progress(sum(len(_entry(records, line)["valid"]) for line in explanations), label)
         results = asyncio.run(_simulate_all(client, explanations, records, settings.role))
+        client.finish_progress()
         calls = [dataclasses.asdict(r) for r in client.ledger.records]
         totals = {k: v for k, v in client.ledger.totals().items() if k != "by_role"}
     failed = [(line, sims) for line, _, sims in results if isinstance(sims, BaseException)]
