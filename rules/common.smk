@@ -135,13 +135,16 @@ def explained_prompt_files(wildcards=None):
     return explanation_files(folder="prompts")
 
 
-def puzzle_prompt_files(wildcards=None):
+def _per_puzzle_set(pattern):
     return [
         path
         for e in COMPARED
-        for path in expand(f"{R}/puzzles/{{puzzle_set}}/prompts/{{explainer}}/{{format}}.jsonl", explainer=e,
-                           format=explainer_formats(e), puzzle_set=PUZZLE_SETS)
+        for path in expand(pattern, explainer=e, format=explainer_formats(e), puzzle_set=PUZZLE_SETS)
     ]
+
+
+def puzzle_prompt_files(wildcards=None):
+    return _per_puzzle_set(f"{R}/puzzles/{{puzzle_set}}/prompts/{{explainer}}/{{format}}.jsonl")
 
 
 def paid_gate(section, name=None):
@@ -211,12 +214,7 @@ def puzzle_set_inputs(wildcards):
 
 
 def puzzle_similarity_files(wildcards=None):
-    return [
-        path
-        for e in COMPARED
-        for path in expand(f"{R}/puzzles/{{puzzle_set}}/similarity/{{explainer}}/{{format}}.parquet", explainer=e,
-                           format=explainer_formats(e), puzzle_set=PUZZLE_SETS)
-    ]
+    return _per_puzzle_set(f"{R}/puzzles/{{puzzle_set}}/similarity/{{explainer}}/{{format}}.parquet")
 
 
 HUMAN_EVAL = config.get("human_eval") or {}
