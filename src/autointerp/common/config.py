@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 
 import yaml
@@ -61,6 +62,7 @@ def validate_config(config: dict, schema_path) -> dict:
 
 
 DEFAULT_RUN = "default"
+RUN_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # config.schema.yaml's pattern for run
 
 
 def run_name(config: dict, configfiles=()) -> str:
@@ -71,7 +73,7 @@ def run_name(config: dict, configfiles=()) -> str:
     stems = [Path(str(f)).stem for f in configfiles]
     if stems and stems[-1] != "config":
         name = stems[-1]
-        if not name[:1].isalnum() or not all(c.isalnum() or c in "_.-" for c in name) or name == "puzzles":
+        if not re.fullmatch(RUN_NAME_PATTERN, name) or name == "puzzles":
             raise ConfigError(f"config file name {name!r} cannot name a run: set run: <name> in the file "
                               "(letters, digits, _ . -)")
         return name

@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 
 from autointerp.common.io import atomic_write_text, read_jsonl
 from autointerp.common.settings import Settings
-from autointerp.common.snakemake_io import RuleIO
+from autointerp.common.snakemake_io import RuleIO, console, job_label
 from autointerp.llm import EndpointError, run_many
-from autointerp.common.snakemake_io import console, job_label
 from autointerp.llm.settings import ExplainerRole
 
 log = logging.getLogger("autointerp.explain.stage")

@@ -67,7 +67,10 @@ def _unique(texts: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(texts))  # first-occurrence order
 
 
-async def embed_unique(client, texts: Sequence[str], *, batch_size: int = 64) -> dict[str, np.ndarray]:
+BATCH_SIZE = 64  # texts per embedding request (the cost estimate counts requests with it)
+
+
+async def embed_unique(client, texts: Sequence[str], *, batch_size: int = BATCH_SIZE) -> dict[str, np.ndarray]:
     """{text: vector} for the distinct texts, embedded in batches of ``batch_size`` (first-occurrence order; the
     batches run concurrently, bounded by the client's own concurrency limit)."""
     if batch_size < 1:
@@ -90,7 +93,7 @@ async def embed_unique(client, texts: Sequence[str], *, batch_size: int = 64) ->
     return out
 
 
-async def embed_texts(client, texts: Sequence[str], batch_size: int = 64, *,
+async def embed_texts(client, texts: Sequence[str], batch_size: int = BATCH_SIZE, *,
                       normalise: str | None = None) -> np.ndarray:
     """(len(texts), d) float64 array, one row per input text in input order. Duplicates are embedded once."""
     prepared = [normalise_text(t, normalise) for t in texts]
@@ -101,7 +104,7 @@ async def embed_texts(client, texts: Sequence[str], batch_size: int = 64, *,
 
 
 async def similarity_to_reference(client, pairs: Sequence[tuple[str | None, str | None]], *,
-                                  batch_size: int = 64, normalise: str | None = None) -> list[float]:
+                                  batch_size: int = BATCH_SIZE, normalise: str | None = None) -> list[float]:
     """Cosine similarity (AdaCS) of each ``(text, reference)`` pair, in order. All distinct strings of all pairs
     are embedded once (references usually repeat across formats). A pair with a missing side (None, e.g. no
     valid explanation) gives NaN."""

@@ -18,7 +18,7 @@ import pyarrow as pa
 from autointerp.common.settings import Settings
 from autointerp.common.snakemake_io import RuleIO, console, job_label
 from autointerp.llm.settings import EmbedderRole
-from autointerp.similarity.embeddings import similarity_to_reference
+from autointerp.similarity.embeddings import BATCH_SIZE, similarity_to_reference
 from autointerp.common.io import atomic_write_parquet, atomic_write_text, read_jsonl
 
 log = logging.getLogger("autointerp.similarity")
@@ -116,7 +116,7 @@ def run_similarity_job(settings: SimilaritySettings, io: RuleIO, references: dic
         pairs.append((x["explanation"], ref))
     label = job_label(io)
     with open_client(settings.embedder, settings.role, cache_dir=settings.cache_dir) as client:
-        client.start_progress(math.ceil(len({t for pair in pairs for t in pair if t}) / 64), label)  # batches
+        client.start_progress(math.ceil(len({t for pair in pairs for t in pair if t}) / BATCH_SIZE), label)
         sims = asyncio.run(similarity_to_reference(client, pairs, normalise=settings.normalise)) if pairs else []
         client.finish_progress()
         totals = {k: v for k, v in client.ledger.totals().items() if k != "by_role"}

@@ -16,20 +16,21 @@ cached spends less. Columns: docs/tables.md.
 from __future__ import annotations
 
 import math
-import sys
 from collections import defaultdict
 from functools import lru_cache
 
 from autointerp.common.io import path_fields, read_jsonl, write_csv
+from autointerp.common.snakemake_io import console
+from autointerp.prompts.tokens import count_chat_tokens, count_text_tokens, get_encoding
+from autointerp.similarity.embeddings import BATCH_SIZE
 
 # A stand-in for an explanation that does not exist yet: 12 cl100k tokens, close to the mean length of the
 # paper's released explanations (cl100k: GPT-4 random 12.2, GPT-3.5 random 15.0, GPT-3.5 top-20 13.0 tokens).
 PLACEHOLDER_EXPLANATION = "words and phrases related to a particular topic in the text."
 EXPECTED_EXPLANATION_TOKENS = 15  # a completion: the explanation and its stop
-EMBED_BATCH = 64  # autointerp.similarity.embeddings.embed_unique's default batch
 
-COLUMNS = ["stage", "role", "model", "set", "explainer", "format", "calls", "prompt_tokens", "completion_tokens", "usd",
-           "calls_max", "usd_max", "usd_per_1k_neurons"]
+COLUMNS = ["stage", "role", "model", "set", "explainer", "format", "calls", "prompt_tokens", "completion_tokens",
+           "usd", "calls_max", "usd_max", "usd_per_1k_neurons"]
 
 
 class BudgetError(RuntimeError):
@@ -76,15 +77,12 @@ def explain_rows(prompt_files: list[dict], explainers: dict, *, max_extra_sample
 def _placeholder(encoding: str, n_tokens: int) -> str:
     """An explanation of about ``n_tokens`` tokens (the upper bound's stand-in)."""
     words = (PLACEHOLDER_EXPLANATION + " ") * (n_tokens // 10 + 1)
-    from autointerp.prompts.tokens import get_encoding
-
     enc = get_encoding(encoding)
     return enc.decode(enc.encode(words)[:n_tokens])
 
 
 def simulation_tokens(tokens: list[str], role: dict, explanation: str) -> tuple[int, int, int]:
     """(prompt tokens, expected completion tokens, completion cap) of one simulator call on one record."""
-    from autointerp.prompts.tokens import count_chat_tokens, count_text_tokens
     from autointerp.simulate.prompts import build_chat_simulation_messages, build_simulator_prompt, escape_token
     from autointerp.simulate.runner import chat_max_tokens
 
@@ -109,13 +107,14 @@ def simulate_rows(records_by_set: dict[str, dict], simulators: dict, explainers:
         for sim_name, sim in sorted(simulators.items()):
             key = (item["set"], sim_name, int(explainer.get("max_tokens", 60)))
             if key not in per_neuron:
-                long = _placeholder(sim.get("encoding", "cl100k_base"), key[2])
+                # The bound's prompts (a max_tokens explanation) are built only where they cost something.
+                long = _placeholder(sim.get("encoding", "cl100k_base"), key[2]) if _usd(sim, 1, 1) else None
                 calls = prompt = completion = prompt_max = completion_max = 0
                 for entry in records.values():
                     for rec in entry["valid"]:
                         p, c, cap = simulation_tokens(list(rec.tokens), sim, PLACEHOLDER_EXPLANATION)
                         calls, prompt, completion = calls + 1, prompt + p, completion + c
-                        prompt_max += simulation_tokens(list(rec.tokens), sim, long)[0]
+                        prompt_max += simulation_tokens(list(rec.tokens), sim, long)[0] if long else p
                         completion_max += cap
                 per_neuron[key] = (calls, prompt, completion, prompt_max, completion_max)
             calls, prompt, completion, prompt_max, completion_max = per_neuron[key]
@@ -127,11 +126,13 @@ def simulate_rows(records_by_set: dict[str, dict], simulators: dict, explainers:
 
 
 def embed_rows(stage: str, embedder_name: str, embedder: dict, set_name: str, items: list[dict],
-               explainers: dict, n_units: int, reference_tokens: int, samples: int | None = None) -> list[dict]:
-    """Embedding calls of one similarity job per (explainer, format): explanations plus references."""
-    from autointerp.prompts.tokens import count_text_tokens
-
+               explainers: dict, n_units: int, reference_tokens: int | None = None,
+               samples: int | None = None) -> list[dict]:
+    """Embedding calls of one similarity job per (explainer, format): explanations plus references
+    (``reference_tokens`` None: one reference of the stand-in explanation's length per unit)."""
     typical = count_text_tokens(PLACEHOLDER_EXPLANATION, embedder.get("encoding", "cl100k_base"))
+    if reference_tokens is None:
+        reference_tokens = n_units * typical
     rows = []
     for item in items:
         explainer = explainers[item["explainer"]]
@@ -139,7 +140,7 @@ def embed_rows(stage: str, embedder_name: str, embedder: dict, set_name: str, it
         texts = n_units * k + n_units
         tokens = n_units * k * typical + reference_tokens
         tokens_max = n_units * k * int(explainer.get("max_tokens", 60)) + reference_tokens
-        calls = math.ceil(texts / EMBED_BATCH)
+        calls = math.ceil(texts / BATCH_SIZE)
         rows.append(_row(stage, embedder_name, embedder, set_name, item["explainer"], item["format"],
                          calls=calls, prompt=tokens, completion=0, calls_max=calls, prompt_max=tokens_max,
                          completion_max=0, units=n_units))
@@ -203,17 +204,12 @@ def run_cost_estimate(settings, io) -> dict:
     compared = [p for p in prompts if p["explainer"] in cost.compared]
     rows += simulate_rows(records_by_set, simulators, explainers, compared)
     if cost.adacs_embedder:
-        from autointerp.prompts.tokens import count_text_tokens
-
         emb = embedders[cost.adacs_embedder]
-        typical = count_text_tokens(PLACEHOLDER_EXPLANATION, emb.get("encoding", "cl100k_base"))
         for set_name in cost.adacs_sets:
-            n = len(records_by_set.get(set_name) or {})
             rows += embed_rows("adacs_similarity", cost.adacs_embedder, emb, set_name,
-                               [p for p in compared if p["set"] == set_name], explainers, n, n * typical)
+                               [p for p in compared if p["set"] == set_name], explainers,
+                               len(records_by_set.get(set_name) or {}))
     if cost.puzzle_embedder:
-        from autointerp.prompts.tokens import count_text_tokens
-
         emb = embedders[cost.puzzle_embedder]
         for set_name in sorted({p["set"] for p in puzzles}):
             items = [p for p in puzzles if p["set"] == set_name and p["explainer"] in cost.compared]
@@ -227,7 +223,7 @@ def run_cost_estimate(settings, io) -> dict:
 
     out = io.outputs[0]
     for line in summary_lines(rows, out):
-        print(line, file=sys.stderr)  # the console: Snakemake shows a script's stderr
+        console(line)
     check_budget(rows, cost.max_cost_usd, out)
     write_cost_estimate(rows, out)
     total = total_row(rows)
