@@ -259,9 +259,9 @@ def test_endpoint_that_accepts_but_never_answers_times_out_as_unreachable(make_c
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
         client = make_client(base_url=url, timeout_s=0.5)
         t0 = time.perf_counter()
-        with pytest.raises(EndpointError, match="not reachable at .*no answer within 0.5 s") as ei:
-            asyncio.run(chat(client))
-        assert url in str(ei.value) and time.perf_counter() - t0 < 5.0
+        with pytest.raises(EndpointError, match="not reachable at .*no answer within 3 s") as ei:
+            asyncio.run(chat(client))  # the check waits 3 s at least, whatever the request timeout
+        assert url in str(ei.value) and time.perf_counter() - t0 < 8.0
 
 
 def test_model_not_listed_names_model_and_served_ids(make_client, loopback):

@@ -454,7 +454,9 @@ class LLMClient:
             return EndpointError(self._redact(f"role {role}: {what}"), role=role, model=model, endpoint=url,
                                  status=status)
 
-        timeout = min(10.0, float(c.timeout_s))
+        # At least 3 s whatever the role's timeout_s: a loaded machine can take longer than a short request
+        # timeout to answer a listing, and a check that fails a healthy endpoint ends the whole job.
+        timeout = min(10.0, max(3.0, float(c.timeout_s)))
         failure: EndpointError | None = None
         status: int | None = None
         body: Any = None
