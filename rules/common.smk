@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 import re  # noqa: E402
 
 from autointerp.common.config import ConfigError, run_dirs, run_name, validate_config  # noqa: E402
+from autointerp.extract.stage import layer_groups, shard_names  # noqa: E402
 from autointerp.extract.subject_models import EMBEDDED_SMOLLM2  # noqa: E402
 from autointerp.prompts.stage import resolve_format  # noqa: E402
 
@@ -85,7 +86,17 @@ def corpus_path(wildcards=None):
 
 
 def activations_dir(wildcards=None):
-    return f"{SHARED}/activations"
+    """The activations, as their manifest (written once every layer group is merged)."""
+    return f"{SHARED}/activations/manifest.json"
+
+
+# Sharded extraction: one job per corpus shard, one merge job per layer group (autointerp.extract.stage).
+SHARDS = shard_names(config["extraction"]["shards"])
+LAYER_GROUPS = layer_groups(config["subject"], config["extraction"]["layers_per_merge"])
+
+
+def shard_dirs(wildcards):
+    return expand(f"{SHARED}/activation_shards/{{shard}}", shard=SHARDS)
 
 
 def neuron_set_inputs(wildcards):

@@ -15,6 +15,8 @@ wildcard_constraints:
     explainer=one_of(EXPLAINERS),
     simulator=one_of(SIMULATORS) if SIMULATORS else "(?!)",
     puzzle_set=one_of(PUZZLE_SETS) if PUZZLE_SETS else "(?!)",
+    shard=one_of(SHARDS),
+    layer_group=one_of(LAYER_GROUPS),
 
 
 rule prepare_model:
@@ -55,18 +57,19 @@ rule build_corpus:
         "../scripts/extract/build_corpus.py"
 
 
-rule extract_activations:
+rule extract_shard:
     input:
         model=model_dir,
         corpus=corpus_path,
     output:
-        directory("results/{subject}/{corpus}/activations"),
+        # Intermediate: deleted once every merge job has read it (GPT-2 XL: ~0.2 GB per layer and shard).
+        temp(directory("results/{subject}/{corpus}/activation_shards/{shard}")),
     params:
         settings=stage_settings(ExtractSettings, "subject", "extraction"),
     log:
-        "logs/{subject}/{corpus}/extract_activations.log",
+        "logs/{subject}/{corpus}/extract_shard/{shard}.log",
     benchmark:
-        "benchmarks/{subject}/{corpus}/extract_activations.tsv"
+        "benchmarks/{subject}/{corpus}/extract_shard/{shard}.tsv"
     threads: 8
     resources:
         # GPU, partition and runtime for clusters are set in profiles/slurm. Locally the extraction takes every
@@ -77,7 +80,40 @@ rule extract_activations:
     conda:
         "../envs/torch.yaml"
     script:
-        "../scripts/extract/extract_activations.py"
+        "../scripts/extract/extract_shard.py"
+
+
+rule merge_activations:
+    input:
+        shard_dirs,
+    output:
+        directory("results/{subject}/{corpus}/activations/{layer_group}"),
+    params:
+        settings=stage_settings(ExtractSettings, "subject", "extraction"),
+    log:
+        "logs/{subject}/{corpus}/merge_activations/{layer_group}.log",
+    benchmark:
+        "benchmarks/{subject}/{corpus}/merge_activations/{layer_group}.tsv"
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/extract/merge_activations.py"
+
+
+rule activations_manifest:
+    input:
+        expand("results/{{subject}}/{{corpus}}/activations/{layer_group}", layer_group=LAYER_GROUPS),
+    output:
+        "results/{subject}/{corpus}/activations/manifest.json",
+    log:
+        "logs/{subject}/{corpus}/activations_manifest.log",
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../scripts/extract/activations_manifest.py"
 
 
 rule neuron_set:

@@ -152,13 +152,13 @@ def test_corrupt_activation_shard_names_file_and_rerun(tmp_path, damage):
         layer_shards(folder)
     msg = one_line(info)
     assert str(shard) in msg
-    assert f"delete the folder {folder} and rerun extraction (rule extract_activations)" in msg
+    assert f"delete the folder {folder} and rerun extraction (rules extract_shard, merge_activations)" in msg
     if damage != "deleted":
         # Readers given the shard path directly (records rule) say the same.
         with pytest.raises(ExtractionError) as info:
             build_records([(1, 0)], {1: str(shard)}, np.zeros((4, 4), dtype=np.int64), None)
         msg = one_line(info)
-        assert str(shard) in msg and "rule extract_activations" in msg
+        assert str(shard) in msg and "rules extract_shard, merge_activations" in msg
 
 
 @pytest.mark.parametrize("manifest_text, expected", [
@@ -178,7 +178,7 @@ def test_missing_or_corrupt_manifest(tmp_path, manifest_text, expected):
     with pytest.raises(ExtractionError) as info:
         layer_shards(folder)
     msg = one_line(info)
-    assert expected in msg and str(folder) in msg and "rule extract_activations" in msg
+    assert expected in msg and str(folder) in msg and "rules extract_shard, merge_activations" in msg
 
 
 def test_corrupt_records_and_corpus_parquet_name_the_rule(tmp_path):

@@ -71,8 +71,8 @@ def test_corpus_shards_merge_exactly(model, tokens):
     settings = ExtractionSettings(layers=[0, 1], hook=HOOK, top_k=7, random_n=9, quantiles=QUANTILES, seed=3,
                                   batch_size=8)
     whole = extract(model, tokens, settings)
-    first = extract(model, tokens[:33], settings, excerpt_offset=0, n_total=len(tokens))
-    second = extract(model, tokens[33:], settings, excerpt_offset=33, n_total=len(tokens))
+    first = extract(model, tokens[:32], settings, excerpt_offset=0, n_total=len(tokens))
+    second = extract(model, tokens[32:], settings, excerpt_offset=32, n_total=len(tokens))
     for layer in (0, 1):
         first.states[layer].merge(second.states[layer])
         merged = first.states[layer].to_table(layer, QUANTILES, {})

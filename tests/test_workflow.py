@@ -7,10 +7,11 @@ import math
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from fake_simulator import simulators_script
 from loopback_server import LoopbackServer
-from workflow_utils import PLANTED_KEY, loopback_roles, make_workdir, snakemake, tiny_config
+from workflow_utils import PLANTED_KEY, loopback_roles, make_workdir, snakemake, tiny_config, validated
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +28,9 @@ def server():
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, embedded_model_dir, server):
+    # Three corpus shards and a merge job per layer: the rest of the run reads the merged activations.
     config = tiny_config(**loopback_roles(server.base_url))
+    config["extraction"].update(shards=3, layers_per_merge=1)
     work = make_workdir(tmp_path_factory.mktemp("run"), config, embedded_model_dir)
     proc = snakemake(work, "--cores", "2", "results/table6.csv")
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -93,7 +96,28 @@ def test_outputs_follow_the_contract(finished):
             assert len(splits["train"]) == 5 and len(splits["valid"]) == 10
             assert not splits["train"] & splits["valid"]
     assert len({(r["layer"], r["neuron"]) for r in pq.read_table(run / "records" / "top.parquet").to_pylist()}) == 2
-    assert (finished / "logs" / "smol" / "pydocs" / "extract_activations.log").exists()
+    assert sorted(p.name for p in (finished / "logs" / "smol" / "pydocs" / "extract_shard").iterdir()) == [
+        "000of003.log", "001of003.log", "002of003.log"]
+    assert not (run / "activation_shards").exists() or not any((run / "activation_shards").iterdir())  # temp()
+
+
+def test_sharded_extraction_equals_one_pass_byte_for_byte(finished, tmp_path):
+    """The run's 3 shard jobs + 2 merge jobs wrote the bytes of one extraction job over the whole corpus."""
+    from autointerp.extract.activations import run_extract_shard, run_merge_activations
+
+    run = finished / "results" / "smol" / "pydocs"
+    config = validated(yaml.safe_load((finished / "config" / "config.yaml").read_text()))
+    s, extraction = config["subject"], {**config["extraction"], "shards": 1, "layers_per_merge": None}
+    run_extract_shard(model_dir=finished / "data" / "models" / "smol", corpus_path=run.parent / "corpus" /
+                      "pydocs.parquet", out_dir=tmp_path / "shard", shard=0, shards=1, layers=s["layers"],
+                      hook=s["hook"], batch_size=s["batch_size"], extraction=extraction, threads=2)
+    run_merge_activations(shard_dirs=[tmp_path / "shard"], out_dir=tmp_path / "merged", group="layers-all",
+                          layers_per_merge=None, hook=s["hook"], extraction=extraction)
+    manifest = json.loads((run / "activations" / "manifest.json").read_text())
+    assert manifest["shards"] == {"0": "layers000-000/layer000.parquet", "29": "layers029-029/layer029.parquet"}
+    for layer, rel in manifest["shards"].items():
+        single = (tmp_path / "merged" / f"layer{int(layer):03d}.parquet").read_bytes()
+        assert (run / "activations" / rel).read_bytes() == single, layer
 
 
 def test_prompts_and_table1(finished):
@@ -244,7 +268,7 @@ def test_lint_and_slurm_dry_run(finished):
     assert lint.returncode == 0, lint.stdout + lint.stderr
     dry = snakemake(finished, "--executor", "slurm", "-n", "-j", "10", "--forceall")
     assert dry.returncode == 0, dry.stderr[-3000:]
-    assert "extract_activations" in dry.stdout + dry.stderr
+    assert "extract_shard" in dry.stdout + dry.stderr
 
 
 def _fails(tmp_path, config, embedded_model_dir=None, expect=""):
@@ -422,11 +446,11 @@ def test_priced_roles_only_presets_reuse_shared_work_and_match_their_estimates(f
         _edit_config(work, roles_only, f"config/{run}.yaml")
         target = (f"results/{run}/table6.csv", "--configfile", f"config/{run}.yaml")
         plan = _dry_run_jobs(work, *target)
-        assert plan and not {"prepare_model", "build_corpus", "extract_activations"} & set(plan), plan
+        assert plan and not {"prepare_model", "build_corpus", "extract_shard", "merge_activations"} & set(plan), plan
         proc = snakemake(work, "--cores", "2", *target)
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, out[-4000:]
-        assert "rule extract_activations" not in out and "rule build_corpus" not in out
+        assert "rule extract_shard" not in out and "rule build_corpus" not in out
         assert f"cost estimate (results/{run}/cost_estimate.csv): $" in out  # on the console, before paid jobs
         assert out.index("rule cost_estimate") < out.index("rule explain")
         results = work / "results" / run

@@ -1,5 +1,5 @@
-"""The extract stage's settings and its rule jobs: prepare_model, build_corpus, extract_activations,
-neuron_set, records. Each rule receives only the parts of ``ExtractSettings`` it reads, so editing, say,
+"""The extract stage's settings and its rule jobs: prepare_model, build_corpus, extract_shard, merge_activations,
+activations_manifest, neuron_set, records. Each rule receives only the parts of ``ExtractSettings`` it reads, so editing, say,
 ``records`` never reruns the extraction."""
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ class ActivationPart(Settings):
     random_n: int
     quantiles: list[float]
     seed: int
+    shards: int = 1
+    layers_per_merge: int | None = None
+    quantile_accuracy: float | None = None
 
 
 class RecordPart(Settings):
@@ -53,7 +56,8 @@ class ExtractSettings(Settings):
 
 
 def subject_part(subject: dict) -> SubjectPart:
-    return SubjectPart.model_validate({k: v for k, v in subject.items() if k != "id"})
+    # n_layers/d_mlp only plan (the job reads the shape off the model), so changing them reruns nothing.
+    return SubjectPart.model_validate({k: v for k, v in subject.items() if k not in ("id", "n_layers", "d_mlp")})
 
 
 def run_prepare_model(settings: ExtractSettings, io: RuleIO) -> dict:
@@ -71,13 +75,28 @@ def run_build_corpus(settings: ExtractSettings, io: RuleIO) -> dict:
             "windows_available": table.schema.metadata[b"autointerp.n_windows_available"].decode()}
 
 
-def run_extract_activations(settings: ExtractSettings, io: RuleIO) -> dict:
-    from autointerp.extract.activations import run_extraction_job
+def run_extract_shard(settings: ExtractSettings, io: RuleIO) -> dict:
+    from autointerp.extract.activations import run_extract_shard as extract_shard
 
     s, e = settings.subject, settings.extraction
-    return run_extraction_job(model_dir=io.input["model"], corpus_path=io.input["corpus"], out_dir=io.outputs[0],
-                              layers=s.layers, hook=s.hook, device=s.device, dtype=s.dtype,
-                              batch_size=s.batch_size, extraction=e.model_dump(), threads=io.threads)
+    return extract_shard(model_dir=io.input["model"], corpus_path=io.input["corpus"], out_dir=io.outputs[0],
+                         shard=shard_index(io.wildcards["shard"]), shards=e.shards, layers=s.layers, hook=s.hook,
+                         device=s.device, dtype=s.dtype, batch_size=s.batch_size, extraction=e.model_dump(),
+                         threads=io.threads)
+
+
+def run_merge_activations(settings: ExtractSettings, io: RuleIO) -> dict:
+    from autointerp.extract.activations import run_merge_activations as merge
+
+    return merge(shard_dirs=io.inputs, out_dir=io.outputs[0], group=io.wildcards["layer_group"],
+                 layers_per_merge=settings.extraction.layers_per_merge, hook=settings.subject.hook,
+                 extraction=settings.extraction.model_dump())
+
+
+def run_activations_manifest(settings: ExtractSettings, io: RuleIO) -> dict:
+    from autointerp.extract.activations import write_activations_manifest
+
+    return write_activations_manifest(io.inputs, io.outputs[0])
 
 
 def run_neuron_set(settings: ExtractSettings, io: RuleIO) -> dict:
@@ -103,3 +122,29 @@ def run_records(settings: ExtractSettings, io: RuleIO) -> dict:
                           cutoff_quantile=settings.records.cutoff_quantile)
     atomic_write_parquet(table, io.outputs[0])
     return {"records": table.num_rows}
+
+
+# Names in paths: shard "003of008" (0-based index 3 of 8), layer group "layers012-023" or "layers-all".
+def shard_names(shards: int) -> list[str]:
+    return [f"{i:03d}of{shards:03d}" for i in range(shards)]
+
+
+def shard_index(name: str) -> int:
+    return int(name.split("of")[0])
+
+
+def layer_groups(subject: dict, layers_per_merge: int | None) -> list[str]:
+    """The merge jobs' layer-group names for this config; a ConfigError when grouping needs a layer count that
+    neither the config nor the shipped shapes know."""
+    from autointerp.common.config import ConfigError
+    from autointerp.extract.activations import layer_chunks
+    from autointerp.extract.subject_models import model_shape
+
+    layers = subject.get("layers", "all")
+    if layers == "all" and layers_per_merge is not None:
+        shape = model_shape(subject)
+        if shape is None:
+            raise ConfigError(f"extraction.layers_per_merge needs the layer count of {subject['model']!r}: set "
+                              "subject.n_layers and subject.d_mlp, or list subject.layers")
+        layers = list(range(shape[0]))
+    return list(layer_chunks(layers, layers_per_merge))

