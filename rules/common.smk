@@ -5,9 +5,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+import os  # noqa: E402
 import re  # noqa: E402
 
 from autointerp.common.config import ConfigError, run_dirs, run_name, validate_config  # noqa: E402
+from autointerp.extract.chunks import CHUNK_PATTERN, config_set_chunks  # noqa: E402
 from autointerp.extract.stage import layer_groups, shard_names  # noqa: E402
 from autointerp.extract.subject_models import EMBEDDED_SMOLLM2  # noqa: E402
 from autointerp.prompts.stage import resolve_format  # noqa: E402
@@ -97,6 +99,39 @@ LAYER_GROUPS = layer_groups(config["subject"], config["extraction"]["layers_per_
 
 def shard_dirs(wildcards):
     return expand(f"{SHARED}/activation_shards/{{shard}}", shard=SHARDS)
+
+
+# Chunks (config chunks; autointerp.extract.chunks): with chunking on, records, prompts, explain and simulate run
+# once per chunk of a neuron set (their paths gain /{chunk}), and gather_* rules concatenate each set's chunks into
+# the per-set files every table reads. Off (null), those four rules write the per-set files themselves.
+CHUNKED = config["chunks"] is not None
+CH = f"{os.sep}{{chunk}}" if CHUNKED else ""  # a subfolder per set/explainer/format (os.sep: a "/" literal lints as absolute)
+if CHUNKED and config["prompts"]["mutate_like_seed"]:
+    raise ConfigError("prompts.mutate_like_seed carries the reference's few-shot mutation from neuron to neuron, "
+                      "across a whole set: it needs chunks: null")
+
+
+def set_chunks(neuron_set):
+    return list(config_set_chunks(config, neuron_set))
+
+
+def chunk_files(pattern):
+    """Input function: ``pattern`` (a str.format pattern over the job's wildcards and {chunk}) for every chunk of
+    the job's neuron set, in neuron order."""
+
+    def get(wildcards):
+        return [pattern.format(**dict(wildcards.items()), chunk=c) for c in set_chunks(wildcards.neuron_set)]
+
+    return get
+
+
+def records_inputs(wildcards):
+    """A chunk of a csv/all set is named by its params; every other records job reads the set's CSV."""
+    inputs = {"activations": activations_dir(), "corpus": corpus_path(), "model": model_dir()}
+    chunk = getattr(wildcards, "chunk", None)
+    if chunk is None or config_set_chunks(config, wildcards.neuron_set)[chunk] is None:
+        inputs["neurons"] = f"{RUN}/neuron_sets/{wildcards.neuron_set}.csv"
+    return inputs
 
 
 def neuron_set_inputs(wildcards):

@@ -5,19 +5,19 @@ from autointerp.explain.stage import ExplainSettings
 
 rule explain:
     input:
-        prompts=f"{R}/{{subject}}/{{corpus}}/prompts/{{neuron_set}}/{{explainer}}/{{format}}.jsonl",
+        prompts=f"{R}/{{subject}}/{{corpus}}/prompts/{{neuron_set}}/{{explainer}}/{{format}}{CH}.jsonl",
         engine=engine_inputs("explainers"),
         budget=paid_gate("explainers"),
     output:
-        explanations=f"{R}/{{subject}}/{{corpus}}/explanations/{{neuron_set}}/{{explainer}}/{{format}}.jsonl",
-        failures=f"{R}/{{subject}}/{{corpus}}/explanations/{{neuron_set}}/{{explainer}}/{{format}}.failures.jsonl",
-        usage=f"{R}/{{subject}}/{{corpus}}/usage/explain/{{neuron_set}}/{{explainer}}/{{format}}.json",
+        explanations=f"{R}/{{subject}}/{{corpus}}/explanations/{{neuron_set}}/{{explainer}}/{{format}}{CH}.jsonl",
+        failures=f"{R}/{{subject}}/{{corpus}}/explanations/{{neuron_set}}/{{explainer}}/{{format}}{CH}.failures.jsonl",
+        usage=f"{R}/{{subject}}/{{corpus}}/usage/explain/{{neuron_set}}/{{explainer}}/{{format}}{CH}.json",
     params:
         settings=stage_settings(ExplainSettings),
     log:
-        f"{LOGS}/{{subject}}/{{corpus}}/explain/{{neuron_set}}/{{explainer}}/{{format}}.log",
+        f"{LOGS}/{{subject}}/{{corpus}}/explain/{{neuron_set}}/{{explainer}}/{{format}}{CH}.log",
     benchmark:
-        f"{BENCH}/{{subject}}/{{corpus}}/explain/{{neuron_set}}/{{explainer}}/{{format}}.tsv"
+        f"{BENCH}/{{subject}}/{{corpus}}/explain/{{neuron_set}}/{{explainer}}/{{format}}{CH}.tsv"
     threads: config["llm"]["engine_threads"]
     resources:
         api_calls=1,
@@ -28,3 +28,20 @@ rule explain:
         "../envs/torch.yaml"
     script:
         "../scripts/explain/explain.py"
+
+
+if CHUNKED:
+
+    rule gather_explanations:
+        input:
+            explanations=chunk_files(f"{RUN}/explanations/{{neuron_set}}/{{explainer}}/{{format}}/{{chunk}}.jsonl"),
+            failures=chunk_files(f"{RUN}/explanations/{{neuron_set}}/{{explainer}}/{{format}}/{{chunk}}.failures.jsonl"),
+        output:
+            explanations=f"{R}/{{subject}}/{{corpus}}/explanations/{{neuron_set}}/{{explainer}}/{{format}}.jsonl",
+            failures=f"{R}/{{subject}}/{{corpus}}/explanations/{{neuron_set}}/{{explainer}}/{{format}}.failures.jsonl",
+        log:
+            f"{LOGS}/{{subject}}/{{corpus}}/explain/{{neuron_set}}/{{explainer}}/{{format}}.log",
+        conda:
+            "../envs/pipeline.yaml"
+        script:
+            "../scripts/explain/gather_explanations.py"

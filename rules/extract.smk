@@ -17,6 +17,7 @@ wildcard_constraints:
     puzzle_set=one_of(PUZZLE_SETS) if PUZZLE_SETS else "(?!)",
     shard=one_of(SHARDS),
     layer_group=one_of(LAYER_GROUPS),
+    chunk=CHUNK_PATTERN,
 
 
 rule prepare_model:
@@ -133,21 +134,33 @@ rule neuron_set:
 
 rule records:
     input:
-        neurons=f"{R}/{{subject}}/{{corpus}}/neuron_sets/{{neuron_set}}.csv",
-        activations=activations_dir,
-        corpus=corpus_path,
-        model=model_dir,
+        unpack(records_inputs),
     output:
-        f"{R}/{{subject}}/{{corpus}}/records/{{neuron_set}}.parquet",
+        f"{R}/{{subject}}/{{corpus}}/records/{{neuron_set}}{CH}.parquet",
     params:
-        settings=stage_settings(ExtractSettings, "records"),
+        settings=stage_settings(ExtractSettings, "records", *(["chunk"] if CHUNKED else [])),
     log:
-        f"{LOGS}/{{subject}}/{{corpus}}/records/{{neuron_set}}.log",
+        f"{LOGS}/{{subject}}/{{corpus}}/records/{{neuron_set}}{CH}.log",
     benchmark:
-        f"{BENCH}/{{subject}}/{{corpus}}/records/{{neuron_set}}.tsv"
+        f"{BENCH}/{{subject}}/{{corpus}}/records/{{neuron_set}}{CH}.tsv"
     resources:
         mem_mb=4000,
     conda:
         "../envs/torch.yaml"
     script:
         "../scripts/extract/records.py"
+
+
+if CHUNKED:
+
+    rule gather_records:
+        input:
+            records=chunk_files(f"{R}/{{subject}}/{{corpus}}/records/{{neuron_set}}/{{chunk}}.parquet"),
+        output:
+            records=f"{R}/{{subject}}/{{corpus}}/records/{{neuron_set}}.parquet",
+        log:
+            f"{LOGS}/{{subject}}/{{corpus}}/records/{{neuron_set}}.log",
+        conda:
+            "../envs/pipeline.yaml"
+        script:
+            "../scripts/extract/gather_records.py"

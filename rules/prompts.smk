@@ -5,14 +5,29 @@ from autointerp.prompts.stage import PromptSettings
 
 rule render_prompts:
     input:
-        records=f"{R}/{{subject}}/{{corpus}}/records/{{neuron_set}}.parquet",
+        records=f"{R}/{{subject}}/{{corpus}}/records/{{neuron_set}}{CH}.parquet",
     output:
-        f"{R}/{{subject}}/{{corpus}}/prompts/{{neuron_set}}/{{explainer}}/{{format}}.jsonl",
+        f"{R}/{{subject}}/{{corpus}}/prompts/{{neuron_set}}/{{explainer}}/{{format}}{CH}.jsonl",
     params:
         settings=stage_settings(PromptSettings),
     log:
-        f"{LOGS}/{{subject}}/{{corpus}}/prompts/{{neuron_set}}/{{explainer}}/{{format}}.log",
+        f"{LOGS}/{{subject}}/{{corpus}}/prompts/{{neuron_set}}/{{explainer}}/{{format}}{CH}.log",
     conda:
         "../envs/pipeline.yaml"
     script:
         "../scripts/prompts/render_prompts.py"
+
+
+if CHUNKED:
+
+    rule gather_prompts:
+        input:
+            prompts=chunk_files(f"{R}/{{subject}}/{{corpus}}/prompts/{{neuron_set}}/{{explainer}}/{{format}}/{{chunk}}.jsonl"),
+        output:
+            prompts=f"{R}/{{subject}}/{{corpus}}/prompts/{{neuron_set}}/{{explainer}}/{{format}}.jsonl",
+        log:
+            f"{LOGS}/{{subject}}/{{corpus}}/prompts/{{neuron_set}}/{{explainer}}/{{format}}.log",
+        conda:
+            "../envs/pipeline.yaml"
+        script:
+            "../scripts/prompts/gather_prompts.py"

@@ -5,20 +5,20 @@ from autointerp.simulate.stage import SimulateSettings
 
 rule simulate_score:
     input:
-        explanations=f"{R}/{{subject}}/{{corpus}}/explanations/{{neuron_set}}/{{explainer}}/{{format}}.jsonl",
-        records=f"{R}/{{subject}}/{{corpus}}/records/{{neuron_set}}.parquet",
+        explanations=f"{R}/{{subject}}/{{corpus}}/explanations/{{neuron_set}}/{{explainer}}/{{format}}{CH}.jsonl",
+        records=f"{R}/{{subject}}/{{corpus}}/records/{{neuron_set}}{CH}.parquet",
         engine=engine_inputs("simulators"),
         budget=paid_gate("simulators"),
     output:
-        scores=f"{R}/{{subject}}/{{corpus}}/scores/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}.parquet",
-        predictions=f"{R}/{{subject}}/{{corpus}}/simulations/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}.parquet",
-        usage=f"{R}/{{subject}}/{{corpus}}/usage/simulate/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}.json",
+        scores=f"{R}/{{subject}}/{{corpus}}/scores/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}{CH}.parquet",
+        predictions=f"{R}/{{subject}}/{{corpus}}/simulations/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}{CH}.parquet",
+        usage=f"{R}/{{subject}}/{{corpus}}/usage/simulate/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}{CH}.json",
     params:
         settings=stage_settings(SimulateSettings),
     log:
-        f"{LOGS}/{{subject}}/{{corpus}}/simulate/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}.log",
+        f"{LOGS}/{{subject}}/{{corpus}}/simulate/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}{CH}.log",
     benchmark:
-        f"{BENCH}/{{subject}}/{{corpus}}/simulate/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}.tsv"
+        f"{BENCH}/{{subject}}/{{corpus}}/simulate/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}{CH}.tsv"
     threads: config["llm"]["engine_threads"]
     resources:
         api_calls=1,
@@ -29,3 +29,21 @@ rule simulate_score:
         "../envs/torch.yaml"
     script:
         "../scripts/simulate/simulate_score.py"
+
+
+if CHUNKED:
+
+    rule gather_scores:
+        input:
+            scores=chunk_files(f"{RUN}/scores/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}/{{chunk}}.parquet"),
+            predictions=chunk_files(
+                f"{RUN}/simulations/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}/{{chunk}}.parquet"),
+        output:
+            scores=f"{R}/{{subject}}/{{corpus}}/scores/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}.parquet",
+            predictions=f"{R}/{{subject}}/{{corpus}}/simulations/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}.parquet",
+        log:
+            f"{LOGS}/{{subject}}/{{corpus}}/simulate/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}.log",
+        conda:
+            "../envs/pipeline.yaml"
+        script:
+            "../scripts/simulate/gather_scores.py"

@@ -47,9 +47,9 @@ def console(message: str) -> None:
 
 
 def job_label(io: "RuleIO") -> str:
-    """``rule set/explainer/[simulator/]format``: how progress and summary lines name a job."""
+    """``rule set/explainer/[simulator/]format[/chunk]``: how progress and summary lines name a job."""
     w = io.wildcards
-    parts = [w[k] for k in ("neuron_set", "puzzle_set", "explainer", "simulator", "format") if w.get(k)]
+    parts = [w[k] for k in ("neuron_set", "puzzle_set", "explainer", "simulator", "format", "chunk") if w.get(k)]
     return f"{io.rule} {'/'.join(parts)}".strip()
 
 
@@ -93,3 +93,11 @@ def run_rule(snakemake, settings_cls, job: Callable[[Any, RuleIO], Any]) -> Any:
         result = job(settings, RuleIO.from_snakemake(snakemake))
         log.info("%s: %s", getattr(snakemake, "rule", "job"), result)
         return result
+
+
+def run_gather(settings: None, io: RuleIO) -> dict:
+    """The gather_* rules: each named output is its same-named inputs (a set's chunk files) concatenated."""
+    from autointerp.common.io import gather_files
+
+    return {name: gather_files([io.input[name]] if isinstance(io.input[name], str) else io.input[name], path)
+            for name, path in io.output.items()}

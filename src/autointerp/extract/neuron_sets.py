@@ -3,6 +3,7 @@
 Kinds (``neuron_sets.<name>.kind`` in config):
 - ``random``: ``per_layer`` neurons from each configured layer, or ``total`` neurons spread over them, seeded;
 - ``top``: the neurons with the highest maximum activation, ``per_layer`` or ``total`` (overall);
+- ``all``: every neuron of every extracted layer (dead ones included);
 - ``csv``: an explicit file with ``layer,neuron`` columns (extra columns such as ``score,explanation`` are
   kept, so the seed's ``test_neurons.csv`` / ``neurons_to_evaluate.csv`` work as they are).
 Neurons whose maximum activation is not positive cannot be shown (the prompts normalise ``relu(x)/max``), so
@@ -67,6 +68,8 @@ def select_neurons(spec: dict, shard_paths: dict[int, str]) -> list[dict]:
         meta = pq.read_schema(shard_paths[layers[0]]).metadata or {}
         n_layers = int(meta.get(b"autointerp.n_layers", max(layers) + 1))
         return read_csv_neurons(spec["path"], n_layers, d_mlp, layers)
+    if kind == "all":
+        return [{"layer": layer, "neuron": n} for layer in layers for n in range(d_mlp)]
     seed = int(spec.get("seed", 0))
     per_layer, total = spec.get("per_layer"), spec.get("total")
     if (per_layer is None) == (total is None):
@@ -97,7 +100,7 @@ def select_neurons(spec: dict, shard_paths: dict[int, str]) -> list[dict]:
                 raise NeuronSetError(f"{len(candidates)} live neurons, fewer than total={total}")
             chosen = [candidates[i] for i in sorted(rng.choice(len(candidates), total, replace=False))]
     else:
-        raise NeuronSetError(f"unknown neuron-set kind {kind!r} (known: random, top, csv)")
+        raise NeuronSetError(f"unknown neuron-set kind {kind!r} (known: random, top, csv, all)")
     return [{"layer": c[0], "neuron": c[1]} for c in sorted(chosen)]
 
 

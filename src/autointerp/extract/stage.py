@@ -41,9 +41,11 @@ class ExtractSettings(Settings):
     extraction: ActivationPart | None = None
     records: RecordPart | None = None
     neuron_set: dict[str, Any] | None = None  # neuron_sets.<name>
+    chunk: dict[str, Any] | None = None  # records of one chunk (autointerp.extract.chunks.chunk_params)
 
     @classmethod
     def from_config(cls, config, wildcards) -> "ExtractSettings":
+        from autointerp.extract.chunks import chunk_params
         from autointerp.extract.subject_models import EMBEDDED_SMOLLM2
 
         subject = config["subject"]
@@ -52,7 +54,8 @@ class ExtractSettings(Settings):
         return cls(model=subject["model"] if model_id == subject["id"] else EMBEDDED_SMOLLM2,
                    subject=subject_part(subject), corpus=config["corpus"],
                    extraction=config["extraction"], records=config["records"],
-                   neuron_set=config["neuron_sets"][name] if name else None)
+                   neuron_set=config["neuron_sets"][name] if name else None,
+                   chunk=chunk_params(config, name, wildcards["chunk"]) if "chunk" in wildcards else None)
 
 
 def subject_part(subject: dict) -> SubjectPart:
@@ -111,12 +114,20 @@ def run_neuron_set(settings: ExtractSettings, io: RuleIO) -> dict:
 def run_records(settings: ExtractSettings, io: RuleIO) -> dict:
     from autointerp.common.io import atomic_write_parquet
     from autointerp.extract.activations import layer_shards
+    from autointerp.extract.chunks import in_chunk
     from autointerp.extract.corpus import read_token_ids
     from autointerp.extract.neuron_sets import read_neuron_set
     from autointerp.extract.records import build_records
     from autointerp.extract.subject_models import load_tokenizer
 
-    table = build_records(read_neuron_set(io.input["neurons"]), layer_shards(io.input["activations"]),
+    chunk = settings.chunk
+    if chunk is not None and chunk["neurons"] is not None:  # a csv/all set's chunk: its neurons are its params
+        neurons = [(int(layer), int(n)) for layer, n in chunk["neurons"]]
+    else:
+        neurons = read_neuron_set(io.input["neurons"])
+        if chunk is not None:
+            neurons = [n for n in neurons if in_chunk(chunk["id"], *n, chunk["by"])]
+    table = build_records(neurons, layer_shards(io.input["activations"]),
                           read_token_ids(io.input["corpus"]), load_tokenizer(io.input["model"]),
                           n_per_split=settings.records.n_examples_per_split,
                           cutoff_quantile=settings.records.cutoff_quantile)
