@@ -83,6 +83,18 @@ def engine_slots(role):
     return get
 
 
+def api_share(wildcards=None):
+    """How many API jobs may run at once: the api_calls limit (profiles; --resources). Each API job takes that
+    share of its role's rate limits (autointerp.llm.roles.open_client), so jobs side by side, on one machine or
+    across a cluster, stay within the account's limit together. A job submitted to a cluster re-reads this
+    Snakefile with its own resources as the limits (api_calls=1, api_share=N), hence api_share first."""
+    for name in ("api_share", "api_calls"):
+        limit = getattr(workflow.global_resources.get(name), "value", workflow.global_resources.get(name))
+        if isinstance(limit, int) and limit > 0:
+            return limit
+    return 1
+
+
 def corpus_path(wildcards=None):
     return f"results/{SUBJECT}/corpus/{CORPUS}.parquet"
 

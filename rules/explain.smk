@@ -21,6 +21,7 @@ rule explain:
     threads: config["llm"]["engine_threads"]
     resources:
         api_calls=1,
+        api_share=api_share,
         local_engine=engine_slots("explainers"),
         mem_mb=3000,
         runtime=120,

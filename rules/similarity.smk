@@ -22,6 +22,7 @@ rule adacs_similarity:
     threads: 1
     resources:
         api_calls=1,
+        api_share=api_share,
         mem_mb=2000,
     conda:
         "../envs/torch.yaml"
@@ -77,6 +78,7 @@ rule explain_puzzles:
     threads: config["llm"]["engine_threads"]
     resources:
         api_calls=1,
+        api_share=api_share,
         local_engine=engine_slots("explainers"),
         mem_mb=3000,
         runtime=120,
@@ -100,6 +102,7 @@ rule puzzle_similarity:
     threads: 1
     resources:
         api_calls=1,
+        api_share=api_share,
         mem_mb=2000,
     conda:
         "../envs/torch.yaml"

@@ -22,6 +22,7 @@ rule simulate_score:
     threads: config["llm"]["engine_threads"]
     resources:
         api_calls=1,
+        api_share=api_share,
         local_engine=engine_slots("simulators"),
         mem_mb=3000,
         runtime=240,

@@ -458,3 +458,21 @@ def test_progress_heartbeat_logs_while_no_call_finishes():
         assert len(handler.lines) == n  # finish stops the heartbeat
     finally:
         logger.removeHandler(handler)
+
+
+def test_jobs_side_by_side_share_the_role_rate_limit(loopback, tmp_path):
+    """open_client(rate_share=3): this job paces at a third of the role's requests_per_minute (api_calls=3 jobs may
+    run at once, so together they stay within the account's limit)."""
+    from autointerp.llm.roles import open_client
+    from autointerp.llm.settings import Endpoint
+
+    role = Endpoint(provider="openai", model="loop-model", base_url=loopback.base_url, api_key_env=None,
+                    context_length=8192, encoding="cl100k_base", price_input_per_1m=0.0, price_output_per_1m=0.0,
+                    concurrency=4, requests_per_minute=360, tokens_per_minute=90_000, timeout_s=30, max_retries=2)
+    with open_client("explainer", role, cache_dir=None, rate_share=3) as client:
+        assert (client.cfg.requests_per_minute, client.cfg.tokens_per_minute) == (120, 30_000)
+        _, wall = timed(run_many([chat(client, f"s{i}") for i in range(4)]))  # 0.5 s apart, not 1/6 s
+    gaps = [b.t - a.t for a, b in zip(loopback.requests, loopback.requests[1:])]
+    assert min(gaps) > 0.4 and 1.3 <= wall < 4.0
+    with open_client("explainer", role, cache_dir=None) as alone:
+        assert alone.cfg.requests_per_minute == 360

@@ -72,6 +72,12 @@ class RuleIO:
     outputs: list[str]
     wildcards: dict[str, str] = field(default_factory=dict)
     threads: int = 1
+    resources: dict[str, Any] = field(default_factory=dict)  # the job's integer resources (api_share, mem_mb, ...)
+
+    @property
+    def rate_share(self) -> int:
+        """API jobs that may run at once (resource api_share, rules/common.smk): this job's share of a rate limit."""
+        return max(1, int(self.resources.get("api_share") or 1))
 
     @classmethod
     def from_snakemake(cls, snakemake) -> "RuleIO":
@@ -81,7 +87,8 @@ class RuleIO:
         return cls(rule=str(getattr(snakemake, "rule", "?")), input=named(snakemake.input),
                    output=named(snakemake.output), inputs=[str(p) for p in snakemake.input],
                    outputs=[str(p) for p in snakemake.output], wildcards=dict(snakemake.wildcards.items()),
-                   threads=int(snakemake.threads or 1))
+                   threads=int(snakemake.threads or 1),
+                   resources={k: v for k, v in getattr(snakemake, "resources", {}).items() if isinstance(v, int)})
 
 
 def run_rule(snakemake, settings_cls, job: Callable[[Any, RuleIO], Any]) -> Any:

@@ -156,7 +156,8 @@ def run_explain_job(settings: ExplainSettings, io: RuleIO) -> dict:
     engine = io.input.get("engine") or None
     label = job_label(io)
     with open_client(settings.explainer, settings.role, cache_dir=settings.cache_dir,
-                     engine_dir=engine[0] if engine else None, threads=io.threads) as client:
+                     engine_dir=engine[0] if engine else None, threads=io.threads,
+                     rate_share=io.rate_share) as client:
         client.start_progress(len(prompts) * settings.samples, label)
         outcome = asyncio.run(explain_all(client, prompts, settings, settings.role.model))
         client.finish_progress()

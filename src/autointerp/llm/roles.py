@@ -31,10 +31,15 @@ def engine_folder(prepared_dir) -> Path:
 
 @contextlib.contextmanager
 def open_client(role: str, endpoint: Endpoint, *, cache_dir: str | None, engine_dir=None,
-                threads: int | None = None) -> Iterator[LLMClient]:
-    """A client for one role entry (typed: autointerp.llm.settings); sampling settings stay with the stage."""
+                threads: int | None = None, rate_share: int = 1) -> Iterator[LLMClient]:
+    """A client for one role entry (typed: autointerp.llm.settings); sampling settings stay with the stage.
+    ``rate_share``: how many API jobs may run at once (the workflow's api_calls); this job takes that share of
+    the role's requests_per_minute and tokens_per_minute, so jobs side by side stay within the account's limit."""
     cfg = endpoint.client_config()
     cfg["cache_dir"] = cache_dir
+    for key in ("requests_per_minute", "tokens_per_minute"):
+        if cfg.get(key) and rate_share > 1:
+            cfg[key] = float(cfg[key]) / rate_share
     if cfg.get("provider") == "local" and _is_local_embedder(cfg.get("model")):
         cfg["model_dir"] = getattr(endpoint, "model_dir", None)
         with _local_embedder_client(role, cfg) as client:

@@ -115,7 +115,8 @@ def run_similarity_job(settings: SimilaritySettings, io: RuleIO, references: dic
         ref = x.get("ground_truth") if references is None else references.get((x["layer"], x["neuron"]))
         pairs.append((x["explanation"], ref))
     label = job_label(io)
-    with open_client(settings.embedder, settings.role, cache_dir=settings.cache_dir) as client:
+    with open_client(settings.embedder, settings.role, cache_dir=settings.cache_dir,
+                     rate_share=io.rate_share) as client:
         client.start_progress(math.ceil(len({t for pair in pairs for t in pair if t}) / BATCH_SIZE), label)
         sims = asyncio.run(similarity_to_reference(client, pairs, normalise=settings.normalise)) if pairs else []
         client.finish_progress()

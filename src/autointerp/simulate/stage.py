@@ -84,7 +84,8 @@ def run_simulate_job(settings: SimulateSettings, io: RuleIO) -> dict:
     engine = io.input.get("engine") or None
     label = job_label(io)
     with open_client(settings.simulator, settings.role, cache_dir=settings.cache_dir,
-                     engine_dir=engine[0] if engine else None, threads=io.threads) as client:
+                     engine_dir=engine[0] if engine else None, threads=io.threads,
+                     rate_share=io.rate_share) as client:
         client.start_progress(sum(len(_entry(records, line)["valid"]) for line in explanations), label)
         results = asyncio.run(_simulate_all(client, explanations, records, settings.role))
         client.finish_progress()
