@@ -85,6 +85,36 @@ def config_set_chunks(config: dict, neuron_set: str) -> dict[str, list[tuple[int
 
 
 def chunk_params(config: dict, neuron_set: str, chunk: str) -> dict[str, Any]:
-    """What a chunk's jobs need: its id, the chunking, and for static sets its neurons."""
+    """What a chunk's jobs need: its id, the chunking, and for static sets its neurons as index ranges of its one
+    layer ("0-999" or "3,7,100-120": a short string, so thousands of jobs' params stay cheap to build and compare)."""
     neurons = config_set_chunks(config, neuron_set).get(chunk)
-    return {"id": chunk, "by": config["chunks"], "neurons": None if neurons is None else [list(n) for n in neurons]}
+    return {"id": chunk, "by": config["chunks"],
+            "neurons": None if neurons is None else encode_ranges([n for _, n in neurons])}
+
+
+def chunk_neurons(params: dict[str, Any]) -> list[tuple[int, int]] | None:
+    """The (layer, neuron) pairs of a static chunk's params, or None (the job filters the set's CSV)."""
+    if params["neurons"] is None:
+        return None
+    layer = int(params["id"][1:4])
+    return [(layer, n) for n in decode_ranges(params["neurons"])]
+
+
+def encode_ranges(values: list[int]) -> str:
+    parts: list[str] = []
+    for v in sorted(values):
+        if parts and "-" in parts[-1] and int(parts[-1].split("-")[1]) == v - 1:
+            parts[-1] = f"{parts[-1].split('-')[0]}-{v}"
+        elif parts and "-" not in parts[-1] and int(parts[-1]) == v - 1:
+            parts[-1] = f"{parts[-1]}-{v}"
+        else:
+            parts.append(str(v))
+    return ",".join(parts)
+
+
+def decode_ranges(text: str) -> list[int]:
+    out: list[int] = []
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        out.extend(range(int(first), int(last or first) + 1))
+    return out

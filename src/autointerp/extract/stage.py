@@ -114,7 +114,7 @@ def run_neuron_set(settings: ExtractSettings, io: RuleIO) -> dict:
 def run_records(settings: ExtractSettings, io: RuleIO) -> dict:
     from autointerp.common.io import atomic_write_parquet
     from autointerp.extract.activations import layer_shards
-    from autointerp.extract.chunks import in_chunk
+    from autointerp.extract.chunks import chunk_neurons, in_chunk
     from autointerp.extract.corpus import read_token_ids
     from autointerp.extract.neuron_sets import read_neuron_set
     from autointerp.extract.records import build_records
@@ -122,7 +122,7 @@ def run_records(settings: ExtractSettings, io: RuleIO) -> dict:
 
     chunk = settings.chunk
     if chunk is not None and chunk["neurons"] is not None:  # a csv/all set's chunk: its neurons are its params
-        neurons = [(int(layer), int(n)) for layer, n in chunk["neurons"]]
+        neurons = chunk_neurons(chunk)
     else:
         neurons = read_neuron_set(io.input["neurons"])
         if chunk is not None:
