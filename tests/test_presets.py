@@ -74,7 +74,8 @@ def standalone_engine(embedded_model_dir, tmp_path):
 
 def test_openai_compatible_preset_round_trip(standalone_engine, embedded_model_dir, tmp_path):
     """The preset as a user would copy it: its LLM roles unchanged but for the server's address, data shrunk to
-    test size; explain and simulate run against the standalone server in both modes; tables land per run."""
+    test size; explain and simulate run against the standalone server; tables land in the run's folder. A copy in
+    chat_logprobs mode scores one format through the same server (the rest of its run is the same jobs again)."""
     preset = yaml.safe_load((ROOT / "config" / "presets" / "openai_compatible.yaml").read_text())
     small = tiny_config()
     preset.update(subject={**small["subject"], "layers": [0]},
@@ -91,18 +92,50 @@ def test_openai_compatible_preset_round_trip(standalone_engine, embedded_model_d
     chat["simulators"]["remote"]["mode"] = "chat_logprobs"
     (work / "config" / "openai_compatible.yaml").write_text(yaml.safe_dump(preset, sort_keys=False))
     (work / "config" / "openai_compatible_chat.yaml").write_text(yaml.safe_dump(chat, sort_keys=False))
-    for run in ("openai_compatible", "openai_compatible_chat"):
-        proc = snakemake(work, "--cores", "2", f"results/{run}/table6.csv", "--configfile", f"config/{run}.yaml",
-                         timeout=1500)
-        out = proc.stdout + proc.stderr
-        assert proc.returncode == 0, out[-4000:]
-        results = work / "results" / run
-        assert (results / "table6.csv").exists() and (results / "table2.csv").exists()
-        for fmt in ("Original", "Summary"):
-            scores = pq.read_table(results / "smol" / "pydocs" / "scores" / "rnd" / "remote" / "remote"
-                                   / f"{fmt}.parquet").to_pylist()
-            assert len(scores) == 1 and scores[0]["n_sequences"] == 2, scores  # 1 top + 1 random valid record
-            usage = (results / "smol" / "pydocs" / "usage" / "simulate" / "rnd" / "remote" / "remote" / f"{fmt}.json")
-            assert '"requests": 2' in usage.read_text()  # the calls really reached the standalone server
-        assert "simulate_score rnd/remote/remote/Original: 1/1 explanations scored" in out
+    target = "results/openai_compatible_chat/smol/pydocs/scores/rnd/remote/remote/Original.parquet"
+    proc = snakemake(work, "--cores", "2", target, "--configfile", "config/openai_compatible_chat.yaml")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    scores = pq.read_table(work / target).to_pylist()
+    assert len(scores) == 1 and scores[0]["n_sequences"] == 2, scores
+    usage = work / target.replace("/scores/", "/usage/simulate/").replace(".parquet", ".json")
+    assert '"requests": 2' in usage.read_text()  # chat-mode simulations really reached the server
+    run = "openai_compatible"
+    proc = snakemake(work, "--cores", "2", f"results/{run}/table6.csv", "--configfile", f"config/{run}.yaml",
+                     timeout=1500)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    results = work / "results" / run
+    assert (results / "table6.csv").exists() and (results / "table2.csv").exists()
+    for fmt in ("Original", "Summary"):
+        scores = pq.read_table(results / "smol" / "pydocs" / "scores" / "rnd" / "remote" / "remote"
+                               / f"{fmt}.parquet").to_pylist()
+        assert len(scores) == 1 and scores[0]["n_sequences"] == 2, scores  # 1 top + 1 random valid record
+        usage = (results / "smol" / "pydocs" / "usage" / "simulate" / "rnd" / "remote" / "remote" / f"{fmt}.json")
+        assert '"requests": 2' in usage.read_text()  # the calls really reached the standalone server
+    assert "simulate_score rnd/remote/remote/Original: 1/1 explanations scored" in out
     assert not (work / "results" / "table6.csv").exists()  # neither run wrote the default run's tables
+
+
+def test_every_gpt2xl_neuron_plans_offline_with_jobs_cost_and_disk(tmp_path):
+    """The paper preset with a set of all 307,200 GPT-2 XL neurons dry-runs with no weights, data or key: the
+    model's shape is shipped, chunks are per layer, and the plan names neurons, cost and disk."""
+    preset = yaml.safe_load((ROOT / "config" / "presets" / "paper_gpt2xl.yaml").read_text())
+    preset["neuron_sets"] = {"all": {"kind": "all"}}
+    work = make_workdir(tmp_path, yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+    (work / "config" / "gpt2xl_all.yaml").write_text(yaml.safe_dump(preset, sort_keys=False))
+    proc = snakemake(work, "-n", "results/gpt2xl_all/table6.csv", "--configfile", "config/gpt2xl_all.yaml",
+                     without=("OPENAI_API_KEY",))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert not (work / "data" / "models" / "gpt2-xl").exists()
+    assert "plan: 307,200 neurons (all 307,200)" in out
+    explain_calls = 307_200 * len(preset["prompt_formats"])  # per explainer, one sample each
+    assert "explain gpt-4 $" in out and f"({explain_calls:,} calls)" in out
+    assert "plan: disk shard states" in out and "merged activations" in out
+    stats = out.split("Job stats:")[1]
+    counts = {p[0]: int(p[1]) for p in (line.split() for line in stats.splitlines()) if len(p) == 2 and p[1].isdigit()}
+    n_formats = len(preset["prompt_formats"])
+    assert counts["records"] == 48 and counts["extract_shard"] == preset["extraction"]["shards"]
+    assert counts["explain"] == 48 * n_formats * len(preset["explainers"]), counts
+    assert counts["simulate_score"] == 48 * n_formats * len(preset["explainers"]) * len(preset["simulators"])
+    assert counts["merge_activations"] == 48 // preset["extraction"]["layers_per_merge"]
