@@ -1,11 +1,12 @@
 """Response cache: reruns, distinct samples, key material, errors, concurrency across processes, SIGKILL restart,
-and the API key never reaching disk."""
+the API key never reaching disk, the two-level layout and the first layout, temp files, and per-key claims."""
 
 import asyncio
 import json
 import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from autointerp.llm import LLMClient, LLMRequestError, ResponseCache, cache_key, run_many
+from autointerp.llm import ChatResult, LLMClient, LLMRequestError, ResponseCache, cache_key, run_many
 
 CHAT = "/v1/chat/completions"
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -26,7 +27,11 @@ def chat(client, content, **kw):
 
 
 def entries(cache_dir):
-    return sorted(Path(cache_dir).glob("??/*.json"))
+    return sorted(Path(cache_dir).glob("v2/??/??/*.json"))
+
+
+def claims(cache_dir):
+    return sorted(p for p in Path(cache_dir).glob("claims/**/*") if p.is_file())
 
 
 def test_rerun_makes_zero_requests_and_returns_identical_results(make_client, loopback, tmp_path):
@@ -106,14 +111,72 @@ def test_unparsable_or_foreign_entry_is_a_miss_and_gets_replaced(make_client, lo
     assert loopback.count(CHAT) == 4 and json.loads(path.read_bytes())["key"] == first.cache_key
 
 
-def test_stale_temp_files_are_pruned(tmp_path):
-    cache = ResponseCache(tmp_path)
-    cache.put("ab" + "0" * 62, {"q": 1}, {"text": "x"})
-    old, fresh = tmp_path / "ab" / ".abc.1.dead.tmp", tmp_path / "ab" / ".abd.2.live.tmp"
+def test_temp_files_go_to_one_folder_and_opening_a_client_removes_stale_ones(make_client, tmp_path, monkeypatch):
+    root = tmp_path / "cache"
+    cache, key = ResponseCache(root), "ab" + "0" * 62
+    renames, real_replace = [], os.replace
+    monkeypatch.setattr(os, "replace",
+                        lambda src, dst: (real_replace(src, dst), renames.append((Path(src), Path(dst)))))
+    cache.put(key, {"q": 1}, {"text": "x"})
+    monkeypatch.undo()
+    assert [(src.parent, dst) for src, dst in renames] == [(root / "tmp", cache.path_for(key))]
+    assert list((root / "tmp").iterdir()) == [] and cache.get(key) == {"text": "x"}
+
+    old, fresh = root / "tmp" / "abc.1.dead.tmp", root / "tmp" / "abd.2.live.tmp"
     old.write_text("half")
     fresh.write_text("half")
     os.utime(old, (time.time() - 7200, time.time() - 7200))
-    assert cache.remove_stale_temp_files(3600) == 1 and fresh.exists() and not old.exists() and len(cache) == 1
+    make_client()  # opening a client is what cleans (jobs never call the cleaner themselves)
+    assert not old.exists() and fresh.exists() and len(cache) == 1
+    os.utime(fresh, (time.time() - 7200, time.time() - 7200))
+    assert cache.remove_stale_temp_files(3600) == 1 and not fresh.exists()
+
+
+# ---------------------------------------------------------------- layout: two levels, and the first layout still read
+
+def test_two_level_layout_keeps_every_folder_small(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "fsync", lambda fd: None)  # durability is not under test here; 20,000 fsyncs are slow
+    cache = ResponseCache(tmp_path)
+    keys = [cache_key({"neuron": i}) for i in range(20_000)]
+    for i, k in enumerate(keys):
+        cache.put(k, {"neuron": i}, {"text": f"answer {i}"})
+    k = keys[0]
+    assert cache.path_for(k) == tmp_path / "v2" / k[:2] / k[2:4] / f"{k}.json" and cache.path_for(k).is_file()
+    walk = list(os.walk(tmp_path))
+    assert sum(len(files) for _, _, files in walk) == 20_000  # every entry a file, no temp file left over
+    # The first layout put ~78 entries in each of 256 folders here (7,800 at 2 million); now a folder holds at
+    # most 256 subfolders, or a handful of entries.
+    assert max(len(files) for _, _, files in walk) <= 8
+    assert max(len(dirs) + len(files) for _, dirs, files in walk) <= 256
+    assert len(cache) == 20_000 and sorted(cache.keys()) == sorted(keys)
+    assert all(cache.get(keys[i]) == {"text": f"answer {i}"} for i in range(0, 20_000, 997))
+
+
+def _legacy_put(root: Path, entry_file: Path) -> Path:
+    """Move an entry into the first layout, root/<key[:2]>/<key>.json (same file format)."""
+    key = entry_file.stem
+    legacy = root / key[:2] / f"{key}.json"
+    legacy.parent.mkdir(parents=True, exist_ok=True)
+    entry_file.rename(legacy)
+    return legacy
+
+
+def test_entries_of_the_first_layout_still_hit(make_client, loopback, tmp_path):
+    root = tmp_path / "cache"
+    first = asyncio.run(run_many([chat(make_client(), f"q{i}") for i in range(3)]))
+    legacy = [_legacy_put(root, p) for p in entries(root)]
+    assert entries(root) == [] and len(legacy) == 3
+    cache = ResponseCache(root)
+    assert len(cache) == 3 and sorted(cache.keys()) == sorted(r.cache_key for r in first)
+    again = asyncio.run(run_many([chat(make_client(), f"q{i}") for i in range(3)]))
+    assert loopback.count(CHAT) == 3 and all(r.cache_hit for r in again)
+    assert [r.text for r in again] == [r.text for r in first]
+    cache.put(first[0].cache_key, {"q": 0}, {"text": "newer"})  # a key in both layouts counts once; the new wins
+    assert len(cache) == 3 and cache.get(first[0].cache_key) == {"text": "newer"}
+    cache.path_for(first[0].cache_key).unlink()
+    torn = cache.legacy_path_for(first[0].cache_key)
+    torn.write_bytes(torn.read_bytes()[:50])  # torn in the first layout: a miss
+    assert cache.get(first[0].cache_key) is None and cache.get(first[1].cache_key) is not None
 
 
 # ---------------------------------------------------------------- two processes sharing one cache
@@ -144,7 +207,7 @@ def test_two_processes_sharing_a_cache_lose_nothing_and_never_tear(tmp_path):
     cache = ResponseCache(tmp_path)
     assert len(cache) == 180
     assert all(cache.get(cache_key({"i": i})) == _payload(i) for i in range(180))
-    assert list(tmp_path.glob("??/.*.tmp")) == []  # every temp file was renamed into place
+    assert list((tmp_path / "tmp").iterdir()) == []  # every temp file was renamed into place
 
 
 # ---------------------------------------------------------------- SIGKILL mid-run, then restart
@@ -248,3 +311,132 @@ def test_planted_api_key_never_reaches_cache_or_ledger(loopback, tmp_path, monke
     assert len(files) >= 5
     assert not [p for p in files if secret.encode() in p.read_bytes()]
     assert secret not in str(err) and secret not in repr(client) and secret not in repr(client.cfg)
+
+
+# ---------------------------------------------------------------- one request per key: in-flight sharing and claims
+
+def test_identical_concurrent_calls_in_one_client_share_one_request(make_client, loopback, tmp_path):
+    loopback.latency = 0.2
+    client = make_client(price_input_per_1m=1.0, price_output_per_1m=1.0)
+    tries, try_claim = [], client.cache.try_claim
+    client.cache.try_claim = lambda *a: (tries.append(a[0]), try_claim(*a))[1]
+    results = asyncio.run(run_many([chat(client, "same") for _ in range(10)]))
+    # One claim attempt: the other nine waited on the in-process future, not on the claim file.
+    assert loopback.count(CHAT) == 1 and len(tries) == 1 and len({r.text for r in results}) == 1
+    assert sorted(r.cache_hit for r in results) == [False] + [True] * 9
+    t = client.ledger.totals()
+    sent = next(r for r in results if not r.cache_hit)
+    assert (t["calls"], t["cache_hits"], t["requests"]) == (10, 9, 1)
+    assert t["cost_usd"] == pytest.approx((sent.usage.prompt_tokens + sent.usage.completion_tokens) / 1e6)
+
+    loopback.reset()  # a failure is shared as well: one request, every caller gets the error
+    loopback.script = lambda path, body: (400, {"error": {"message": "bad request"}})
+    failed = asyncio.run(run_many([chat(client, "fails") for _ in range(5)]))
+    assert all(isinstance(e, LLMRequestError) for e in failed) and len({id(e) for e in failed}) == 5
+    assert loopback.count(CHAT) == 1 and client.ledger.totals()["errors"] == 5
+    assert len(entries(tmp_path / "cache")) == 1 and claims(tmp_path / "cache") == []
+
+
+def test_a_holder_elsewhere_makes_a_miss_wait_for_its_answer(make_client, loopback, tmp_path):
+    # Two clients stand for two processes: each has its own in-flight table, and only the claim file links them.
+    loopback.latency = 0.3
+    holder, waiter = make_client(), make_client(price_input_per_1m=1.0)
+
+    async def go():
+        a = asyncio.ensure_future(chat(holder, "q"))
+        while loopback.count(CHAT) == 0:
+            await asyncio.sleep(0.01)
+        assert len(claims(tmp_path / "cache")) == 1
+        return await asyncio.gather(a, chat(waiter, "q"))
+
+    ra, rb = asyncio.run(go())
+    assert loopback.count(CHAT) == 1 and not ra.cache_hit and rb.cache_hit and rb.text == ra.text
+    t = waiter.ledger.totals()
+    assert (t["cache_hits"], t["requests"], t["cost_usd"]) == (1, 0, 0.0) and claims(tmp_path / "cache") == []
+
+
+def test_a_failed_holder_releases_its_claim_and_the_waiter_sends_itself(make_client, loopback, tmp_path):
+    loopback.latency = 0.3
+    loopback.script = lambda path, body: (400, {"error": {"message": "bad"}}) if loopback.count(CHAT) == 1 else None
+    holder, waiter = make_client(max_retries=0), make_client()
+
+    async def go():
+        a = asyncio.ensure_future(chat(holder, "q"))
+        while loopback.count(CHAT) == 0:
+            await asyncio.sleep(0.01)
+        return await asyncio.gather(a, chat(waiter, "q"), return_exceptions=True)
+
+    ra, rb = asyncio.run(go())
+    assert isinstance(ra, LLMRequestError) and isinstance(rb, ChatResult) and not rb.cache_hit
+    first, second = loopback.requests
+    assert second.t >= first.t + 0.3  # sent only once the holder's request had failed: it waited on the claim
+    assert len(entries(tmp_path / "cache")) == 1 and claims(tmp_path / "cache") == []
+
+
+def test_stale_claims_and_claims_of_dead_processes_do_not_block(make_client, loopback, tmp_path):
+    probe = make_client(cache_dir=str(tmp_path / "probe"))  # learns the keys; keys do not depend on the folder
+    keys = [asyncio.run(chat(probe, q)).cache_key for q in ("old", "orphan", "live")]
+    loopback.reset()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    client = make_client()
+    client.claim_ttl_s = 1.0
+    # mtimes: an hour ago; and 60 s ahead (fresh throughout the test, as from an NFS server whose clock runs ahead)
+    holders = [("elsewhere 123", -3600), (f"{socket.gethostname()} {dead.pid}", 60), ("elsewhere 456", 60)]
+    for key, (holder, offset) in zip(keys, holders):
+        path = client.cache.claim_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(holder)
+        os.utime(path, (time.time() + offset, time.time() + offset))
+
+    async def timed(*queries):
+        await chat(client, "warm up")  # the client's start (HTTP pool, endpoint check) is not what is timed
+        out = []
+        for q in queries:
+            t = time.monotonic()
+            r = await chat(client, q)
+            out.append((r.cache_hit, time.monotonic() - t))
+        return out
+
+    (old_hit, old_s), (orphan_hit, orphan_s), (live_hit, live_s) = asyncio.run(timed("old", "orphan", "live"))
+    # An hour-old claim, and a fresh one whose holder on this host has exited, are taken over at once; a fresh
+    # claim of a holder elsewhere is waited on, for one TTL by our own clock (its mtime would say for a minute).
+    assert not (old_hit or orphan_hit or live_hit) and old_s < 0.5 and orphan_s < 0.5 and 1.0 <= live_s < 3.0
+    assert loopback.count(CHAT) == 4 and claims(tmp_path / "cache") == []
+
+
+def _same_calls(base_url: str, cache_dir: str, n: int, start, out) -> None:
+    """One process of the test below: n calls that every other process makes too."""
+    client = LLMClient.from_config("explainer", {"model": "loop-model", "base_url": base_url, "api_key_env": None,
+                                                 "cache_dir": cache_dir})
+    start.wait()  # all processes start together
+    results = asyncio.run(run_many([chat(client, f"item {i}") for i in range(n)]))
+    t = client.ledger.totals()
+    out.put({"texts": [r.text for r in results], "requests": t["requests"], "hits": t["cache_hits"]})
+
+
+def test_processes_making_the_same_calls_send_each_request_once(loopback, tmp_path):
+    n_procs, n_calls = 8, 30
+    loopback.latency = 0.1
+    # Children fork from one server process that imported this module once: eight interpreters each importing
+    # the client and pytest took most of the test's time.
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    start, out = ctx.Barrier(n_procs), ctx.Queue()
+    procs = [ctx.Process(target=_same_calls, args=(loopback.base_url, str(tmp_path / "cache"), n_calls, start, out))
+             for _ in range(n_procs)]
+    for p in procs:
+        p.start()
+    try:
+        outs = [out.get(timeout=60) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            p.kill()
+    assert all(p.exitcode == 0 for p in procs)
+    # With claims disabled every process sends all 30 (240 requests).
+    assert loopback.count(CHAT) == n_calls
+    assert sorted(_item(r) for r in loopback.requests) == list(range(n_calls))
+    assert sum(o["requests"] for o in outs) == n_calls and sum(o["hits"] for o in outs) == (n_procs - 1) * n_calls
+    assert all(o["texts"] == outs[0]["texts"] for o in outs) and len(set(outs[0]["texts"])) == n_calls
+    assert len(entries(tmp_path / "cache")) == n_calls and claims(tmp_path / "cache") == []

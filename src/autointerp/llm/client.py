@@ -15,6 +15,7 @@ from __future__ import annotations
 import array
 import asyncio
 import base64
+import dataclasses
 import difflib
 import email.utils
 import json
@@ -26,7 +27,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
 
 import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
@@ -42,6 +43,8 @@ from autointerp.llm.ledger import Ledger, UsageRecord, estimate_cost
 from autointerp.llm.progress import Progress
 
 log = logging.getLogger("autointerp.llm.client")
+_T = TypeVar("_T")
+_CLAIM_POLL_S = (0.05, 0.2)  # first and longest sleep between looks while another process holds a key's claim
 
 
 class LLMError(RuntimeError):
@@ -69,6 +72,11 @@ class LLMRequestError(LLMError):
         super().__init__(message)
         self.role, self.model, self.endpoint = role, model, endpoint
         self.status, self.retryable, self.attempts = status, retryable, attempts
+
+    def copy(self) -> "LLMRequestError":
+        """A fresh instance, for identical calls that shared this one's request (see LLMClient._call)."""
+        return LLMRequestError(str(self), role=self.role, model=self.model, endpoint=self.endpoint,
+                               status=self.status, retryable=self.retryable, attempts=self.attempts)
 
 
 class MalformedResponseError(LLMError):
@@ -300,6 +308,16 @@ class LLMClient:
         self.cfg = config
         self._api_key = config.resolve_api_key()  # fails here, naming the env var, if a remote key is missing
         self.cache = cache if cache is not None else (ResponseCache(config.cache_dir) if config.cache_dir else None)
+        if self.cache is not None:
+            try:  # one scan of the cache's temp folder: leftovers of writers killed over an hour ago
+                self.cache.remove_stale_temp_files()
+            except OSError as e:  # housekeeping only (a read-only cache still serves hits)
+                log.debug("could not clean the cache's temp files: %s", e)
+        # How long another process's claim on a key counts as alive without a touch. The holder touches it every
+        # third of this while its call runs (queueing, retries and backoff included), so it only has to outlast a
+        # stalled event loop; tied to the request timeout, the role's own bound on a stall.
+        self.claim_ttl_s = float(config.timeout_s) + 10.0
+        self._inflight: dict[str, asyncio.Future[Any]] = {}  # cache key -> outcome of this client's request for it
         self.ledger = ledger if ledger is not None else Ledger()
         self._backoff = wait_random_exponential(multiplier=config.backoff_initial_s, max=config.backoff_max_s)
         self._loop_state: _LoopState | None = None
@@ -568,20 +586,109 @@ class LLMClient:
                     send: Callable[[openai.AsyncOpenAI], Awaitable[dict]], result_cls: type[LLMResult]) -> Any:
         key = cache_key(material)
         t0 = time.perf_counter()
-        if self.cache is not None and (data := await asyncio.to_thread(self.cache.get, key)) is not None:
-            try:
-                return self._result(op, key, data, t0, True, 0, result_cls)
-            except (TypeError, ValueError):
-                pass  # an entry of another shape (older code): refetch and overwrite
+        if self.cache is None:
+            return await self._fetch(op, key, material, est_tokens, send, result_cls, t0)
+        loop = asyncio.get_running_loop()
+        while True:
+            if (data := await asyncio.to_thread(self.cache.get, key)) is not None and \
+                    (hit := self._hit(op, key, data, t0, result_cls)) is not None:
+                return hit
+            shared = self._inflight.get(key)
+            if shared is None or shared.get_loop() is not loop:
+                break
+            # An identical call of this client is in flight: share its outcome. Its answer is a cache hit for us
+            # (no request, no cost); its failure is ours too (the same request under the same retry policy).
+            # shield: our own cancellation must not cancel the future the others wait on.
+            outcome = await asyncio.shield(shared)
+            latency = time.perf_counter() - t0
+            if isinstance(outcome, LLMResult):
+                self._record(op, key, outcome.usage, latency, True, 0, None)
+                return dataclasses.replace(outcome, latency_s=latency, cache_hit=True, attempts=0)
+            if isinstance(outcome, (LLMRequestError, EndpointError)):
+                self._record(op, key, Usage(), latency, False, 0, str(outcome))
+                raise outcome.copy() from None
+            # None: the call we waited on was cancelled or broke otherwise; look again, and lead if still a miss.
+        future: asyncio.Future[Any] = loop.create_future()
+        self._inflight[key] = future
+        outcome = None
         try:
-            data, attempts = await self._send_with_retries(op, est_tokens, send)
+            outcome = await self._fetch(op, key, material, est_tokens, send, result_cls, t0)
+            return outcome
+        except (LLMRequestError, EndpointError) as e:
+            outcome = e
+            raise
+        finally:
+            if self._inflight.get(key) is future:
+                del self._inflight[key]
+            future.set_result(outcome)
+
+    def _hit(self, op: str, key: str, data: dict[str, Any], t0: float, result_cls: type[LLMResult]) -> Any:
+        try:
+            return self._result(op, key, data, t0, True, 0, result_cls)
+        except (TypeError, ValueError):
+            return None  # an entry of another shape (older code): refetch and overwrite
+
+    async def _fetch(self, op: str, key: str, material: dict[str, Any], est_tokens: int,
+                     send: Callable[[openai.AsyncOpenAI], Awaitable[dict]], result_cls: type[LLMResult],
+                     t0: float) -> Any:
+        """Send the request and store a success; with a cache, only while holding the key's claim."""
+        cache = self.cache
+        if cache is not None and (hit := await self._claim_or_hit(op, key, t0, result_cls)) is not None:
+            return hit
+        try:
+            work = self._send_with_retries(op, est_tokens, send)
+            data, attempts = await (work if cache is None else self._holding_claim(key, work))
+            if cache is not None:  # only successes are stored
+                await asyncio.to_thread(cache.put, key, material, data)
         except (LLMRequestError, EndpointError) as e:
             self._record(op, key, Usage(), time.perf_counter() - t0, False, getattr(e, "attempts", 0),
                          self._redact(str(e)))
             raise
-        if self.cache is not None:  # only successes are stored
-            await asyncio.to_thread(self.cache.put, key, material, data)
+        finally:
+            if cache is not None:  # after the put, so a waiter that finds the claim gone finds the entry
+                cache.release_claim(key)  # one unlink, not in a thread: it must run when we are cancelled too
         return self._result(op, key, data, t0, False, attempts, result_cls)
+
+    async def _claim_or_hit(self, op: str, key: str, t0: float, result_cls: type[LLMResult]) -> Any:
+        """None once this process holds the claim on `key` (and the entry is still missing), or a hit: the answer
+        another process stored while we waited for its claim to go. A holder that failed stores nothing and
+        releases its claim, so the waiter then claims and sends itself."""
+        assert self.cache is not None
+        cache, ttl = self.cache, self.claim_ttl_s
+        seen: tuple[float, float] | None = None  # the holder's claim mtime, and when (our clock) we first saw it
+        delay = _CLAIM_POLL_S[0]
+
+        def look(stale: float | None) -> tuple[float | None, dict[str, Any] | None]:
+            # Look for the entry even when we claimed: the last holder may have stored it since our miss.
+            return cache.try_claim(key, ttl, stale), cache.get(key)
+
+        while True:
+            mtime, data = await asyncio.to_thread(
+                look, seen[0] if seen is not None and time.monotonic() - seen[1] > ttl else None)
+            if data is not None and (hit := self._hit(op, key, data, t0, result_cls)) is not None:
+                if mtime is None:
+                    cache.release_claim(key)
+                return hit
+            if mtime is None:
+                return None
+            if seen is None or seen[0] != mtime:
+                seen = (mtime, time.monotonic())
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, _CLAIM_POLL_S[1])
+
+    async def _holding_claim(self, key: str, work: Awaitable[_T]) -> _T:
+        """Await `work` while touching the key's claim every third of its TTL, so other processes see a live
+        holder however long the request queues, retries or backs off (and a killed holder's claim expires)."""
+        assert self.cache is not None
+        task = asyncio.ensure_future(work)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.claim_ttl_s / 3)
+                if done:
+                    return task.result()
+                await asyncio.to_thread(self.cache.touch_claim, key)
+        finally:
+            task.cancel()  # a no-op once done; stops the request when we are cancelled
 
     def _result(self, op: str, key: str, data: dict[str, Any], t0: float, hit: bool, attempts: int,
                 result_cls: type[LLMResult]) -> Any:
