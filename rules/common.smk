@@ -14,6 +14,28 @@ from autointerp.extract.stage import layer_groups, shard_names  # noqa: E402
 from autointerp.extract.subject_models import EMBEDDED_SMOLLM2  # noqa: E402
 from autointerp.prompts.stage import resolve_format  # noqa: E402
 
+# Rules that run on the submit host under a cluster executor (profiles/slurm): cheap steps that would wait longer
+# in the queue than they run, and the two that download (compute nodes often have no network). Everything else
+# (extraction, records, LLM/engine, similarity and N2G jobs) is submitted; tests/test_profiles.py lists both, so a
+# new rule must be placed.
+localrules:
+    prepare_model,
+    build_corpus,
+    neuron_set,
+    render_prompts,
+    puzzle_set,
+    render_puzzle_prompts,
+    prepare_human_study,
+    cost_estimate,
+    table1,
+    table2,
+    table3,
+    table4,
+    table5,
+    table6,
+    n2g_table,
+
+
 validate_config(config, Path(workflow.basedir) / "config" / "config.schema.yaml")
 for _name, _spec in config["prompt_formats"].items():
     resolve_format(_name, _spec)  # unknown formats / bad variant fields fail at start-up
@@ -70,6 +92,14 @@ def engine_inputs(role):
 # local_engine is a count of CPU lanes (profiles/default: 2). A job that asks for more than the limit gets
 # the limit (Snakemake caps resources at the --resources value), so ALL_LANES means "alone on the machine".
 ALL_LANES = 1024
+
+
+# Lanes are CPUs of the machine Snakemake runs on: under a cluster executor only local rules count against them
+# (each submitted job has its own allocation). profiles/default's local_engine=2 also applies to cluster runs
+# (the workflow profile overrides --profile key by key), so a global scope would let 2 engine jobs run in the
+# whole cluster and hold every engine job back while the extraction runs.
+resource_scopes:
+    local_engine="local",
 
 
 def engine_slots(role):

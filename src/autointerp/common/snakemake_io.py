@@ -53,12 +53,28 @@ def job_label(io: "RuleIO") -> str:
     return f"{io.rule} {'/'.join(parts)}".strip()
 
 
-def usable_threads(requested) -> int:
-    """Threads for torch: what the rule asked for, never more than the machine's cores (--cores 8 on a
-    2-core laptop must not oversubscribe), at least 1."""
+def allowed_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (taskset, cgroup cpusets) and, inside a SLURM job, the
+    allocation (SLURM_CPUS_PER_TASK, else SLURM_CPUS_ON_NODE): clusters without task/affinity or cgroups set no
+    mask, so os.cpu_count() would be the whole node's cores."""
     import os
 
-    return max(1, min(int(requested or 1), os.cpu_count() or 1))
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        n = os.cpu_count() or 1
+    for var in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
+        value = os.environ.get(var, "").strip()
+        if value.isdigit() and int(value) > 0:
+            n = min(n, int(value))
+            break
+    return max(1, n)
+
+
+def usable_threads(requested) -> int:
+    """Threads for torch: what the rule asked for, never more than the CPUs this process may use (--cores 8 on a
+    2-core laptop, or a job given fewer CPUs than its node has, must not oversubscribe), at least 1."""
+    return max(1, min(int(requested or 1), allowed_cpus()))
 
 
 @dataclass(frozen=True)
