@@ -21,6 +21,7 @@ from autointerp.prompts.stage import resolve_format  # noqa: E402
 localrules:
     prepare_model,
     build_corpus,
+    activations_manifest,
     neuron_set,
     render_prompts,
     puzzle_set,

@@ -34,6 +34,7 @@ rule explain:
 if CHUNKED:
 
     rule gather_explanations:
+        localrule: True
         input:
             explanations=chunk_files(f"{RUN}/explanations/{{neuron_set}}/{{explainer}}/{{format}}/{{chunk}}.jsonl"),
             failures=chunk_files(f"{RUN}/explanations/{{neuron_set}}/{{explainer}}/{{format}}/{{chunk}}.failures.jsonl"),

@@ -154,6 +154,7 @@ rule records:
 if CHUNKED:
 
     rule gather_records:
+        localrule: True
         input:
             records=chunk_files(f"{R}/{{subject}}/{{corpus}}/records/{{neuron_set}}/{{chunk}}.parquet"),
         output:

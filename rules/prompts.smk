@@ -21,6 +21,7 @@ rule render_prompts:
 if CHUNKED:
 
     rule gather_prompts:
+        localrule: True
         input:
             prompts=chunk_files(f"{R}/{{subject}}/{{corpus}}/prompts/{{neuron_set}}/{{explainer}}/{{format}}/{{chunk}}.jsonl"),
         output:

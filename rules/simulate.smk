@@ -35,6 +35,7 @@ rule simulate_score:
 if CHUNKED:
 
     rule gather_scores:
+        localrule: True
         input:
             scores=chunk_files(f"{RUN}/scores/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}/{{chunk}}.parquet"),
             predictions=chunk_files(

@@ -9,7 +9,7 @@ import pytest
 from workflow_utils import make_workdir, tiny_config
 
 # Every rule is either local (rules/common.smk `localrules`) or submitted: a new rule must be placed here.
-SUBMITTED = {"extract_activations", "records", "explain", "simulate_score", "adacs_similarity", "puzzle_similarity",
+SUBMITTED = {"extract_shard", "merge_activations", "records", "explain", "simulate_score", "adacs_similarity", "puzzle_similarity",
              "explain_puzzles", "n2g"}
 
 
@@ -37,7 +37,7 @@ def test_a_cluster_run_inherits_no_laptop_limits(work, monkeypatch):
     assert raw(args.resources) == {"api_calls": 4, "local_engine": 2}  # lanes are scoped local (see below)
     # cpus_per_task in default-resources would replace every rule's threads as the job's CPUs
     assert "cpus_per_task" not in args.default_resources and raw(args.default_resources)["mem_mb"] <= 16000
-    assert raw(args.set_resources["extract_activations"]) == {"slurm_partition": "gpu", "gpu": 1}
+    assert raw(args.set_resources["extract_shard"]) == {"slurm_partition": "gpu", "gpu": 1}
     assert args.set_threads == {}
 
 

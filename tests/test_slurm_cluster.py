@@ -22,7 +22,7 @@ SCRIPT = ROOT / "tools" / "slurm_local_cluster.sh"
 # the extraction's CPUs (its threads) to the node, API jobs one at a time (so their throttling is observable),
 # status polls from 5 s (the plugin's 40 s would double the run) and --verbose for the plugin's sbatch lines.
 NO_ACCOUNTING = ("--slurm-status-command", "squeue")
-SITE = ("--set-threads", "extract_activations=2", "--resources", "api_calls=1", "local_engine=2",
+SITE = ("--set-threads", "extract_shard=2", "--resources", "api_calls=1", "local_engine=2",
         "--slurm-init-seconds-before-status-checks", "5", "--verbose")
 API_RULES = {"explain", "simulate_score"}
 
@@ -73,7 +73,7 @@ def run(cluster, tmp_path_factory, embedded_model_dir):
     proc = snakemake(work, "--profile", "profiles/slurm", *NO_ACCOUNTING, *SITE, "results/table6.csv", timeout=1200)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
-    # "Job 7 has been submitted with SLURM jobid 3 (log: .../slurm_logs/rule_extract_activations/...)"
+    # "Job 7 has been submitted with SLURM jobid 3 (log: .../slurm_logs/rule_extract_shard/...)"
     submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+)/", out)
     return work, out, [(rule, _job(job_id)) for job_id, rule in submitted]
 
@@ -88,7 +88,7 @@ def test_the_tables_are_written(run):
 def test_heavy_jobs_went_through_sbatch_and_local_rules_did_not(run):
     _, out, jobs = run
     rules = [rule for rule, _ in jobs]
-    assert sorted(rules) == ["explain", "explain", "extract_activations", "records", "simulate_score",
+    assert sorted(rules) == ["explain", "explain", "extract_shard", "merge_activations", "records", "simulate_score",
                              "simulate_score"]
     for rule, job in jobs:
         assert job["JobState"] == "COMPLETED" and job["Comment"].startswith(f"rule_{rule}"), job
@@ -101,12 +101,12 @@ def test_heavy_jobs_went_through_sbatch_and_local_rules_did_not(run):
 
 def test_the_extraction_got_the_gpu_and_its_cpus(run):
     _, out, jobs = run
-    [job] = [job for rule, job in jobs if rule == "extract_activations"]
+    [job] = [job for rule, job in jobs if rule == "extract_shard"]
     assert job["Partition"] == "gpu" and job["JOB_GRES"] == "gpu:1", job
     assert job["NumCPUs"] == "2" and job["MinMemoryNode"] == "16000M", job  # threads -> CPUs; the rule's mem_mb
-    [sbatch] = [line for line in out.splitlines() if "sbatch call:" in line and "rule_extract_activations" in line]
+    [sbatch] = [line for line in out.splitlines() if "sbatch call:" in line and "rule_extract_shard" in line]
     assert "--gpus=1" in sbatch and "--cpus-per-task=2" in sbatch and "-p gpu" in sbatch, sbatch
-    other = [job for rule, job in jobs if rule != "extract_activations"]
+    other = [job for rule, job in jobs if rule != "extract_shard"]
     assert all(job["Partition"] == "cpu" and job.get("JOB_GRES") in (None, "(null)") for job in other), other
 
 
