@@ -34,7 +34,8 @@ def set_sizes(config: dict) -> dict[str, int | None]:
         elif spec.get("total"):
             out[name] = int(spec["total"])
         else:
-            out[name] = int(spec["per_layer"]) * n_layers if n_layers else None
+            # per_layer over a known layer count; kind all of a model whose shape is unknown: only the run can tell
+            out[name] = int(spec["per_layer"]) * n_layers if n_layers and spec.get("per_layer") else None
     return out
 
 
