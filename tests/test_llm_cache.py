@@ -440,3 +440,38 @@ def test_processes_making_the_same_calls_send_each_request_once(loopback, tmp_pa
     assert sum(o["requests"] for o in outs) == n_calls and sum(o["hits"] for o in outs) == (n_procs - 1) * n_calls
     assert all(o["texts"] == outs[0]["texts"] for o in outs) and len(set(outs[0]["texts"])) == n_calls
     assert len(entries(tmp_path / "cache")) == n_calls and claims(tmp_path / "cache") == []
+
+
+# ---------------------------------------------------------------- echo answers are stored from the offset asked for
+
+def test_echo_entries_keep_only_positions_from_the_offset_and_refetch_when_cut_short(make_client, loopback, tmp_path):
+    prompt = "The few-shot part is long. The record: alpha beta gamma delta"
+    start = prompt.index("alpha")
+    whole = asyncio.run(make_client().completion_echo_logprobs(prompt, top_logprobs=3))
+    assert whole.from_offset == 0 and whole.text_offsets[0] == 0
+    tail_of_whole = [(t, o, lp) for t, o, lp in zip(whole.tokens, whole.text_offsets, whole.top_logprobs)
+                     if o >= start]
+    assert 0 < len(tail_of_whole) < len(whole.tokens)
+
+    # An entry kept from the start serves a call that wants less: no request, the same positions from `start`.
+    n = loopback.count()
+    cut = asyncio.run(make_client().completion_echo_logprobs(prompt, top_logprobs=3, from_offset=start))
+    assert loopback.count() == n and cut.cache_hit and cut.from_offset == start
+    assert list(zip(cut.tokens, cut.text_offsets, cut.top_logprobs)) == tail_of_whole
+
+    # A fresh cache stores only the tail, with the same key (the request is the same) ...
+    small = make_client(cache_dir=str(tmp_path / "small"))
+    first = asyncio.run(small.completion_echo_logprobs(prompt, top_logprobs=3, from_offset=start))
+    assert first.cache_key == whole.cache_key and not first.cache_hit
+    [entry] = entries(tmp_path / "small")
+    stored = json.loads(entry.read_text())["response"]
+    assert stored["from_offset"] == start and min(stored["text_offsets"]) >= start
+    assert list(zip(first.tokens, first.text_offsets, first.top_logprobs)) == tail_of_whole
+    assert len(entry.read_bytes()) < len(entries(tmp_path / "cache")[0].read_bytes())
+    # ... which cannot serve a call that wants the whole prompt: that one is sent again and the entry grows back.
+    n = loopback.count()
+    again = asyncio.run(small.completion_echo_logprobs(prompt, top_logprobs=3))
+    assert loopback.count() == n + 1 and not again.cache_hit and again.tokens == whole.tokens
+    assert json.loads(entry.read_text())["response"]["from_offset"] == 0
+    with pytest.raises(ValueError, match="outside the prompt"):
+        asyncio.run(small.completion_echo_logprobs(prompt, from_offset=len(prompt) + 1))

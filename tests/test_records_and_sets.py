@@ -182,3 +182,23 @@ def test_presets_are_valid(name):
     for fmt, spec in config["prompt_formats"].items():
         resolve_format(fmt, spec)
     assert config["simulators"] and config["explainers"]
+
+
+def test_records_decode_every_token_id_as_the_full_tokenizer_does(embedded_model_dir, tmp_path):
+    """Records decode with the prepared tokenizer.json alone (no transformers import per chunk job); every id of the
+    embedded model's vocabulary and of a word-level tokenizer must come out as the full tokenizer decodes it."""
+    import json
+
+    from autointerp.extract.records import TokenDecoder
+    from autointerp.extract.subject_models import _TokenizerFile, load_decoder, load_tokenizer
+
+    words = tmp_path / "words"
+    (words / "hf").mkdir(parents=True)
+    word_tokenizer().save_pretrained(words / "hf")
+    (words / "model_info.json").write_text(json.dumps({"source": "hf", "model": "words"}))
+    for prepared in (embedded_model_dir, words):
+        light, full = load_decoder(prepared), load_tokenizer(prepared)
+        assert isinstance(light, _TokenizerFile)
+        ids = list(range(len(full)))
+        assert len(ids) > 90
+        assert TokenDecoder(light)(ids) == TokenDecoder(full)(ids)

@@ -11,7 +11,7 @@ import yaml
 
 from fake_simulator import simulators_script
 from loopback_server import LoopbackServer
-from workflow_utils import PLANTED_KEY, loopback_roles, make_workdir, snakemake, tiny_config, validated
+from workflow_utils import PLANTED_KEY, copy_run, loopback_roles, make_workdir, snakemake, tiny_config, validated
 
 pytestmark = pytest.mark.slow
 
@@ -339,12 +339,10 @@ def _dry_run_jobs(work, *args, without=()) -> dict[str, int]:
 
 
 def test_new_prompt_variant_schedules_only_its_jobs(finished, tmp_path):
-    import shutil
-
     import yaml
 
     work = tmp_path / "copy"
-    shutil.copytree(finished, work, symlinks=True)
+    copy_run(finished, work)
     config_path = work / "config" / "config.yaml"
     config = yaml.safe_load(config_path.read_text())
     config["prompt_formats"]["Summary-3ex"] = {"base": "Summary", "max_excerpts": 3}
@@ -367,10 +365,8 @@ def test_new_prompt_variant_schedules_only_its_jobs(finished, tmp_path):
 def test_chunked_run_gathers_the_same_tables_and_grows_by_chunk(finished, tmp_path):
     """chunks: layer runs records/prompts/explain/simulate per layer of each set; the gathered per-set files give
     a byte-identical Table 2. Adding a neuron to a csv set then plans only that neuron's chunk."""
-    import shutil
-
     work = tmp_path / "copy"
-    shutil.copytree(finished, work, symlinks=True)
+    copy_run(finished, work)
     _edit_config(work, lambda c: c.update(chunks="layer"))
     # Table 2 (the simulation scores): the tables that chunking can change; the others read the gathered files too
     proc = snakemake(work, "--cores", "2", "results/table2.csv")
@@ -404,14 +400,12 @@ def test_unknown_format_is_rejected_at_start(tmp_path):
 
 def test_human_study_from_the_run_feeds_table5_and_table6(finished, tmp_path):
     import csv
-    import shutil
-
     import yaml
 
     from autointerp.human_eval.store import assignment, connect, get_or_create_rater, init_rating_db, record_item
 
     work = tmp_path / "copy"
-    shutil.copytree(finished, work, symlinks=True)
+    copy_run(finished, work)
     template, study = "results/smol/pydocs/human_eval/rnd/loop.template.sqlite", "human_eval/rnd-loop.sqlite"
     proc = snakemake(work, "--cores", "2", template)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -439,10 +433,8 @@ def test_human_study_from_the_run_feeds_table5_and_table6(finished, tmp_path):
 
 
 def _copy(finished, tmp_path):
-    import shutil
-
     work = tmp_path / "copy"
-    shutil.copytree(finished, work, symlinks=True)
+    copy_run(finished, work)
     return work
 
 
@@ -462,9 +454,10 @@ def _digests(folder) -> dict[str, str]:
 
 
 def test_priced_roles_only_presets_reuse_shared_work_and_match_their_estimates(finished, server, tmp_path):
-    """Configs that change only the LLM roles (other model names, prices, either simulator mode) are runs of their
-    own: no model, corpus or extraction job, tables under results/<run>/, the default tables untouched; and the
-    cost estimate printed before the first paid call is within 10 % of the ledger's actual cost in both modes."""
+    """Configs that change only the LLM roles (other model names, prices, either simulator mode; two of the five
+    formats, to keep the test short) are runs of their own: no model, corpus or extraction job, tables under
+    results/<run>/, the default tables untouched; and the cost estimate printed before the first paid call is within
+    10 % of the ledger's actual cost in both modes."""
     work = _copy(finished, tmp_path)
     before = _digests(work / "results")
     for run, mode in (("priced_echo", "prompt_logprobs"), ("priced_chat", "chat_logprobs")):
@@ -473,6 +466,7 @@ def test_priced_roles_only_presets_reuse_shared_work_and_match_their_estimates(f
                          *config["embedders"].values()):
                 role.update(model=f"{role['model']}-{run}", **PRICES)
             config["simulators"]["loop"]["mode"] = mode
+            config["prompt_formats"] = {"Original": {}, "Summary": {}}  # Original: the AdaCS reference's format
 
         _edit_config(work, roles_only, f"config/{run}.yaml")
         target = (f"results/{run}/table6.csv", "--configfile", f"config/{run}.yaml")

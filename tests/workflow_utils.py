@@ -22,8 +22,28 @@ def make_workdir(tmp: Path, config: dict, prepared_model: Path | None = None) ->
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / name)
     (work / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     if prepared_model is not None:
-        shutil.copytree(prepared_model, work / "data" / "models" / config["subject"]["id"])
+        link_tree(prepared_model, work / "data" / "models" / config["subject"]["id"])
     return work
+
+
+def link_tree(src: Path, dst: Path) -> None:
+    """A copy of a prepared model whose files are hard links (the runs only read them): 540 MB not copied per test."""
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:  # another file system
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dst, copy_function=link)
+
+
+def copy_run(src: Path, dst: Path) -> None:
+    """A finished run copied for a test that changes it: its prepared model linked, everything else copied."""
+    models = src / "data" / "models"
+    shutil.copytree(src, dst, symlinks=True, ignore=lambda d, names: ["models"] if Path(d) == models.parent else [])
+    if models.is_dir():
+        for model in models.iterdir():
+            link_tree(model, dst / "data" / "models" / model.name)
 
 
 PLANTED_KEY = "sk-planted-SECRET-4f1c9e"

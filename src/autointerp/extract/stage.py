@@ -118,7 +118,7 @@ def run_records(settings: ExtractSettings, io: RuleIO) -> dict:
     from autointerp.extract.corpus import read_token_ids
     from autointerp.extract.neuron_sets import read_neuron_set
     from autointerp.extract.records import build_records
-    from autointerp.extract.subject_models import load_tokenizer
+    from autointerp.extract.subject_models import load_decoder
 
     chunk = settings.chunk
     if chunk is not None and chunk["neurons"] is not None:  # a csv/all set's chunk: its neurons are its params
@@ -128,7 +128,7 @@ def run_records(settings: ExtractSettings, io: RuleIO) -> dict:
         if chunk is not None:
             neurons = [n for n in neurons if in_chunk(chunk["id"], *n, chunk["by"])]
     table = build_records(neurons, layer_shards(io.input["activations"]),
-                          read_token_ids(io.input["corpus"]), load_tokenizer(io.input["model"]),
+                          read_token_ids(io.input["corpus"]), load_decoder(io.input["model"]),
                           n_per_split=settings.records.n_examples_per_split,
                           cutoff_quantile=settings.records.cutoff_quantile)
     atomic_write_parquet(table, io.outputs[0])

@@ -109,6 +109,30 @@ def load_tokenizer(prepared_dir):
     return AutoTokenizer.from_pretrained(_source(prepared_dir))
 
 
+class _TokenizerFile:
+    """Decoding straight from a prepared ``tokenizer.json`` with the ``tokenizers`` library: what transformers'
+    fast tokenizers do underneath (clean-up off), without importing transformers and torch (~10 s of every records
+    job, which at one job per chunk was most of a chunked run's CPU; tests/test_records_and_sets.py checks that
+    both decode every id of the vocabulary alike)."""
+
+    def __init__(self, path: Path):
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_file(str(path))
+
+    def decode(self, ids, clean_up_tokenization_spaces: bool = False) -> str:
+        if clean_up_tokenization_spaces:
+            raise ValueError("this decoder never cleans up tokenization spaces")
+        return self._tok.decode(list(ids), skip_special_tokens=False)
+
+
+def load_decoder(prepared_dir):
+    """What ``TokenDecoder`` needs (``decode(ids, clean_up_tokenization_spaces=False)``), as cheaply as possible: the
+    prepared ``tokenizer.json`` when there is one, else the full tokenizer."""
+    path = Path(_source(prepared_dir)) / "tokenizer.json"
+    return _TokenizerFile(path) if path.is_file() else load_tokenizer(prepared_dir)
+
+
 def load_prepared_model(prepared_dir, *, device: str = "cpu", dtype: str = "float32") -> "LoadedModel":
     return _load(_source(prepared_dir), model_info(prepared_dir)["model"], device=device, dtype=dtype)
 

@@ -27,7 +27,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
@@ -111,6 +111,10 @@ class EchoLogprobsResult(LLMResult):
     text_offsets: list[int]
     token_logprobs: list[float | None]
     top_logprobs: list[dict[str, float]]  # {} where the server gives none (the first position)
+    # Positions start at the first token at or after this character of the prompt (0: the whole prompt). The
+    # simulator reads only its last record's values, so it keeps only those: a few-shot prompt is ~1,200 tokens of
+    # up to 20 alternatives each (~0.1-0.7 MB of JSON per call), which millions of cached calls cannot afford.
+    from_offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -145,7 +149,7 @@ def _parse_chat(body: dict[str, Any]) -> dict[str, Any]:
             "logprobs": logprobs, "usage": _usage(body)}
 
 
-def _parse_echo(body: dict[str, Any], prompt: str) -> dict[str, Any]:
+def _parse_echo(body: dict[str, Any], prompt: str, from_offset: int = 0) -> dict[str, Any]:
     lp = body["choices"][0]["logprobs"]
     tokens, offsets = list(lp["tokens"]), [int(o) for o in lp["text_offset"]]
     token_lps = [None if v is None else float(v) for v in lp["token_logprobs"]]
@@ -153,9 +157,19 @@ def _parse_echo(body: dict[str, Any], prompt: str) -> dict[str, Any]:
     if not (len(tokens) == len(offsets) == len(token_lps) == len(tops)):
         raise ValueError("logprobs arrays differ in length")
     # Keep prompt positions only: some servers (llama-cpp-python) generate despite max_tokens=0.
-    n = sum(1 for o in offsets if o < len(prompt))
-    return {"tokens": tokens[:n], "text_offsets": offsets[:n], "token_logprobs": token_lps[:n],
-            "top_logprobs": [_top_dict(t) for t in tops[:n]], "usage": _usage(body)}
+    keep = [i for i, o in enumerate(offsets) if from_offset <= o < len(prompt)]
+    return {"tokens": [tokens[i] for i in keep], "text_offsets": [offsets[i] for i in keep],
+            "token_logprobs": [token_lps[i] for i in keep], "top_logprobs": [_top_dict(tops[i]) for i in keep],
+            "from_offset": from_offset, "usage": _usage(body)}
+
+
+def _echo_from(result: EchoLogprobsResult, from_offset: int) -> EchoLogprobsResult:
+    """``result`` (kept from an earlier offset) cut to the positions at or after ``from_offset``."""
+    keep = [i for i, o in enumerate(result.text_offsets) if o >= from_offset]
+    return dataclasses.replace(result, tokens=[result.tokens[i] for i in keep],
+                               text_offsets=[result.text_offsets[i] for i in keep],
+                               token_logprobs=[result.token_logprobs[i] for i in keep],
+                               top_logprobs=[result.top_logprobs[i] for i in keep], from_offset=from_offset)
 
 
 def _parse_embed(body: dict[str, Any]) -> dict[str, Any]:
@@ -394,16 +408,27 @@ class LLMClient:
 
         return await self._call("chat", material, est, send, ChatResult)
 
-    async def completion_echo_logprobs(self, prompt: str, *, top_logprobs: int = 15) -> EchoLogprobsResult:
-        """Per-position top logprobs of the prompt itself (legacy /v1/completions, echo=True, max_tokens=0)."""
+    async def completion_echo_logprobs(self, prompt: str, *, top_logprobs: int = 15,
+                                       from_offset: int = 0) -> EchoLogprobsResult:
+        """Per-position top logprobs of the prompt itself (legacy /v1/completions, echo=True, max_tokens=0), for the
+        tokens that start at or after character ``from_offset`` (the rest are dropped before caching).
+
+        ``from_offset`` is not part of the cache key: the request is the same. An entry kept from a later offset
+        than asked for cannot serve the call, so it is fetched again (and stored from the earlier offset)."""
+        if not 0 <= from_offset <= len(prompt):
+            raise ValueError(f"from_offset {from_offset} is outside the prompt (0..{len(prompt)})")
         material = self._material("completion_echo_logprobs", prompt=prompt, params={"top_logprobs": top_logprobs})
 
         async def send(oa: openai.AsyncOpenAI) -> dict[str, Any]:
             body = {"model": self.cfg.model, "prompt": prompt, "echo": True, "max_tokens": 0, "logprobs": top_logprobs}
-            return _parsed(_parse_echo, await _post(oa, "/completions", body), prompt)
+            return _parsed(_parse_echo, await _post(oa, "/completions", body), prompt, from_offset)
 
-        return await self._call("completion_echo_logprobs", material, estimate_tokens(prompt), send,
-                                EchoLogprobsResult)
+        def serves(data: Mapping[str, Any]) -> bool:
+            return int(data.get("from_offset", 0)) <= from_offset
+
+        result = await self._call("completion_echo_logprobs", material, estimate_tokens(prompt), send,
+                                  EchoLogprobsResult, serves=serves)
+        return result if result.from_offset == from_offset else _echo_from(result, from_offset)
 
     async def embed(self, texts: Sequence[str]) -> EmbedResult:
         texts = list(texts)
@@ -583,15 +608,18 @@ class LLMClient:
             retryable=retryable, attempts=attempts)
 
     async def _call(self, op: str, material: dict[str, Any], est_tokens: int,
-                    send: Callable[[openai.AsyncOpenAI], Awaitable[dict]], result_cls: type[LLMResult]) -> Any:
+                    send: Callable[[openai.AsyncOpenAI], Awaitable[dict]], result_cls: type[LLMResult],
+                    serves: Callable[[Mapping[str, Any]], bool] | None = None) -> Any:
+        """One call through cache, claims and retries. ``serves``: can a stored answer (or that of an identical call
+        in flight) serve this call? (None: any can.)"""
         key = cache_key(material)
         t0 = time.perf_counter()
         if self.cache is None:
-            return await self._fetch(op, key, material, est_tokens, send, result_cls, t0)
+            return await self._fetch(op, key, material, est_tokens, send, result_cls, t0, serves)
         loop = asyncio.get_running_loop()
         while True:
             if (data := await asyncio.to_thread(self.cache.get, key)) is not None and \
-                    (hit := self._hit(op, key, data, t0, result_cls)) is not None:
+                    (hit := self._hit(op, key, data, t0, result_cls, serves)) is not None:
                 return hit
             shared = self._inflight.get(key)
             if shared is None or shared.get_loop() is not loop:
@@ -601,6 +629,8 @@ class LLMClient:
             # shield: our own cancellation must not cancel the future the others wait on.
             outcome = await asyncio.shield(shared)
             latency = time.perf_counter() - t0
+            if isinstance(outcome, LLMResult) and serves is not None and not serves(vars(outcome)):
+                break  # its answer is cut short for us: ask ourselves (and store the longer one)
             if isinstance(outcome, LLMResult):
                 self._record(op, key, outcome.usage, latency, True, 0, None)
                 return dataclasses.replace(outcome, latency_s=latency, cache_hit=True, attempts=0)
@@ -612,7 +642,7 @@ class LLMClient:
         self._inflight[key] = future
         outcome = None
         try:
-            outcome = await self._fetch(op, key, material, est_tokens, send, result_cls, t0)
+            outcome = await self._fetch(op, key, material, est_tokens, send, result_cls, t0, serves)
             return outcome
         except (LLMRequestError, EndpointError) as e:
             outcome = e
@@ -622,7 +652,10 @@ class LLMClient:
                 del self._inflight[key]
             future.set_result(outcome)
 
-    def _hit(self, op: str, key: str, data: dict[str, Any], t0: float, result_cls: type[LLMResult]) -> Any:
+    def _hit(self, op: str, key: str, data: dict[str, Any], t0: float, result_cls: type[LLMResult],
+             serves: Callable[[Mapping[str, Any]], bool] | None) -> Any:
+        if serves is not None and not serves(data):
+            return None  # stored, but cut short for this call: refetch and overwrite
         try:
             return self._result(op, key, data, t0, True, 0, result_cls)
         except (TypeError, ValueError):
@@ -630,10 +663,10 @@ class LLMClient:
 
     async def _fetch(self, op: str, key: str, material: dict[str, Any], est_tokens: int,
                      send: Callable[[openai.AsyncOpenAI], Awaitable[dict]], result_cls: type[LLMResult],
-                     t0: float) -> Any:
+                     t0: float, serves: Callable[[Mapping[str, Any]], bool] | None) -> Any:
         """Send the request and store a success; with a cache, only while holding the key's claim."""
         cache = self.cache
-        if cache is not None and (hit := await self._claim_or_hit(op, key, t0, result_cls)) is not None:
+        if cache is not None and (hit := await self._claim_or_hit(op, key, t0, result_cls, serves)) is not None:
             return hit
         try:
             work = self._send_with_retries(op, est_tokens, send)
@@ -649,7 +682,8 @@ class LLMClient:
                 cache.release_claim(key)  # one unlink, not in a thread: it must run when we are cancelled too
         return self._result(op, key, data, t0, False, attempts, result_cls)
 
-    async def _claim_or_hit(self, op: str, key: str, t0: float, result_cls: type[LLMResult]) -> Any:
+    async def _claim_or_hit(self, op: str, key: str, t0: float, result_cls: type[LLMResult],
+                            serves: Callable[[Mapping[str, Any]], bool] | None) -> Any:
         """None once this process holds the claim on `key` (and the entry is still missing), or a hit: the answer
         another process stored while we waited for its claim to go. A holder that failed stores nothing and
         releases its claim, so the waiter then claims and sends itself."""
@@ -665,7 +699,7 @@ class LLMClient:
         while True:
             mtime, data = await asyncio.to_thread(
                 look, seen[0] if seen is not None and time.monotonic() - seen[1] > ttl else None)
-            if data is not None and (hit := self._hit(op, key, data, t0, result_cls)) is not None:
+            if data is not None and (hit := self._hit(op, key, data, t0, result_cls, serves)) is not None:
                 if mtime is None:
                     cache.release_claim(key)
                 return hit

@@ -41,9 +41,9 @@ def build_puzzle_set(spec: dict, out_path, *, corpus_path=None, model_dir=None) 
     if source == "generated":
         from autointerp.extract.corpus import read_token_ids
         from autointerp.extract.records import TokenDecoder
-        from autointerp.extract.subject_models import load_tokenizer
+        from autointerp.extract.subject_models import load_decoder
 
-        decode = TokenDecoder(load_tokenizer(model_dir))
+        decode = TokenDecoder(load_decoder(model_dir))
         token_ids = read_token_ids(corpus_path)
         excerpts = [decode(row) for row in token_ids[:GENERATOR_EXCERPTS]]
         puzzles = generate_puzzles(excerpts, rules=spec.get("rules"), seed=int(spec.get("seed", 0)),

@@ -31,7 +31,9 @@ async def simulate_sequence(client: LLMClient, explanation: str, tokens: Sequenc
         return SequenceSimulation([], [], [], [], mode=mode)
     if mode == "prompt_logprobs":
         prompt = build_simulator_prompt(explanation, tokens, few_shot=few_shot)
-        res = await client.completion_echo_logprobs(prompt.text, top_logprobs=top_logprobs)
+        # Values are read at each record token's ``unknown`` or the TAB before it: nothing earlier is kept.
+        res = await client.completion_echo_logprobs(prompt.text, top_logprobs=top_logprobs,
+                                                    from_offset=max(0, min(prompt.unknown_offsets) - 1))
         parsed = align_prompt_logprobs(prompt, res.tokens, res.text_offsets, res.top_logprobs)
         meta = {"cache_key": res.cache_key}
     else:

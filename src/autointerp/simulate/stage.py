@@ -20,7 +20,7 @@ import pyarrow as pa
 from autointerp.common.io import atomic_write_parquet, atomic_write_text, read_jsonl
 from autointerp.common.settings import Settings
 from autointerp.common.snakemake_io import RuleIO, console, job_label
-from autointerp.llm import EndpointError, LLMError
+from autointerp.llm import EndpointError, LLMError, run_many
 from autointerp.llm.settings import SimulatorRole
 from autointerp.extract.records import load_records
 from autointerp.simulate.scoring import score_sequence_simulations
@@ -63,8 +63,19 @@ async def _simulate_all(client, explanations: list[dict], records: dict, role: S
             return line, entry, exc
         return line, entry, sims
 
-    # Neurons one after another keeps the engine's prefix cache warm; sequences within a neuron run concurrently.
-    return [await one(line) for line in explanations]
+    if role.provider == "local":
+        # The embedded engine: neurons one after another keep its prefix cache warm (sequences within a neuron run
+        # concurrently).
+        return [await one(line) for line in explanations]
+    # An endpoint: neurons side by side, so the role's whole concurrency is in use (a neuron has only ~10 records:
+    # one at a time, a chunk ran at a third of concurrency 32; benchmarks/bench_scale.py). The client bounds the
+    # requests in flight; results keep the explanations' order.
+    results = await run_many([lambda line=line: one(line) for line in explanations],
+                             concurrency=client.cfg.concurrency)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r  # EndpointError, or a bug: never a silently missing neuron
+    return results
 
 
 def _entry(records: dict, line: dict) -> dict:
