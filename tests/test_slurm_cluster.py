@@ -13,6 +13,8 @@ from datetime import datetime
 
 import pytest
 
+from fake_simulator import simulators_script
+from loopback_server import LoopbackServer
 from workflow_utils import ROOT, make_workdir, snakemake, tiny_config
 
 pytestmark = pytest.mark.slow
@@ -20,10 +22,11 @@ pytestmark = pytest.mark.slow
 SCRIPT = ROOT / "tools" / "slurm_local_cluster.sh"
 # What a site without accounting adds (docs/cluster.md); the rest adapts the profile to this 2-CPU node and test:
 # the extraction's CPUs (its threads) to the node, API jobs one at a time (so their throttling is observable),
-# status polls from 5 s (the plugin's 40 s would double the run) and --verbose for the plugin's sbatch lines.
+# status polls from 5 s and every 3 s (the plugin's 40 s and Snakemake's 10 s would double the run) and --verbose
+# for the plugin's sbatch lines.
 NO_ACCOUNTING = ("--slurm-status-command", "squeue")
 SITE = ("--set-threads", "extract_shard=2", "--resources", "api_calls=1", "local_engine=2",
-        "--slurm-init-seconds-before-status-checks", "5", "--verbose")
+        "--slurm-init-seconds-before-status-checks", "5", "--seconds-between-status-checks", "3", "--verbose")
 API_RULES = {"explain", "simulate_score"}
 
 
@@ -59,15 +62,23 @@ def _job(job_id: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def run(cluster, tmp_path_factory, embedded_model_dir):
-    local = {"provider": "local", "model": "smollm2-135m-instruct", "context_length": 8192}
+    # API roles on a loopback server (the node is this machine): the test is about SLURM, and an embedded engine
+    # loaded in each API job would double the run's time.
+    with LoopbackServer(script=simulators_script) as server:
+        yield _run(tmp_path_factory, embedded_model_dir, server)
+
+
+def _run(tmp_path_factory, embedded_model_dir, server):
+    role = {"provider": "openai", "model": "loop-model", "base_url": server.base_url, "api_key_env": None,
+            "context_length": 8192}
     config = tiny_config(
         subject={"id": "smol", "model": "embedded:smollm2-135m-instruct", "layers": [0], "batch_size": 16},
         corpus={"id": "pydocs", "source": "python_docs", "n_excerpts": 60, "excerpt_tokens": 16},
         records={"n_examples_per_split": 2},
         neuron_sets={"rnd": {"kind": "random", "total": 1, "seed": 1}},
         prompt_formats={"Original": {}, "Summary": {}},
-        explainers={"smollm2": {**local, "max_tokens": 20}},
-        simulators={"smollm2": local},
+        explainers={"loop": role},
+        simulators={"loop": {**role, "mode": "prompt_logprobs"}},
     )
     work = make_workdir(tmp_path_factory.mktemp("slurm"), config, embedded_model_dir)
     proc = snakemake(work, "--profile", "profiles/slurm", *NO_ACCOUNTING, *SITE, "results/table6.csv", timeout=1200)

@@ -454,40 +454,55 @@ def _digests(folder) -> dict[str, str]:
 
 
 def test_priced_roles_only_presets_reuse_shared_work_and_match_their_estimates(finished, server, tmp_path):
-    """Configs that change only the LLM roles (other model names, prices, either simulator mode; two of the five
-    formats, to keep the test short) are runs of their own: no model, corpus or extraction job, tables under
-    results/<run>/, the default tables untouched; and the cost estimate printed before the first paid call is within
-    10 % of the ledger's actual cost in both modes."""
+    """A config that changes only the LLM roles (other model names, prices, a second simulator in the other mode;
+    two of the five formats, to keep the test short) is a run of its own: no model, corpus or extraction job, tables
+    under results/<run>/, the default tables untouched; and the cost estimate printed before the first paid call is
+    within 10 % of the ledger's actual cost, per stage and for each simulator mode."""
+    import csv
+
     work = _copy(finished, tmp_path)
     before = _digests(work / "results")
-    for run, mode in (("priced_echo", "prompt_logprobs"), ("priced_chat", "chat_logprobs")):
-        def roles_only(config, run=run, mode=mode):
-            for role in (*config["explainers"].values(), *config["simulators"].values(),
-                         *config["embedders"].values()):
-                role.update(model=f"{role['model']}-{run}", **PRICES)
-            config["simulators"]["loop"]["mode"] = mode
-            config["prompt_formats"] = {"Original": {}, "Summary": {}}  # Original: the AdaCS reference's format
+    run = "priced"
 
-        _edit_config(work, roles_only, f"config/{run}.yaml")
-        target = (f"results/{run}/table6.csv", "--configfile", f"config/{run}.yaml")
-        plan = _dry_run_jobs(work, *target)
-        assert plan and not {"prepare_model", "build_corpus", "extract_shard", "merge_activations"} & set(plan), plan
-        proc = snakemake(work, "--cores", "2", *target)
-        out = proc.stdout + proc.stderr
-        assert proc.returncode == 0, out[-4000:]
-        assert "rule extract_shard" not in out and "rule build_corpus" not in out
-        assert f"cost estimate (results/{run}/cost_estimate.csv): $" in out  # on the console, before paid jobs
-        assert out.index("rule cost_estimate") < out.index("rule explain")
-        results = work / "results" / run
-        assert {"table1.csv", "table2.csv", "table6.csv", "cost_estimate.csv"} <= {p.name for p in results.glob("*.csv")}
-        scores = pq.read_table(results / "smol" / "pydocs" / "scores" / "rnd" / "loop" / "loop" / "Summary.parquet")
+    def roles_only(config):
+        config["simulators"]["loopchat"] = {**config["simulators"]["loop"], "mode": "chat_logprobs"}
+        for role in (*config["explainers"].values(), *config["simulators"].values(),
+                     *config["embedders"].values()):
+            role.update(model=f"{role['model']}-{run}", **PRICES)
+        config["prompt_formats"] = {"Original": {}, "Summary": {}}  # Original: the AdaCS reference's format
+
+    _edit_config(work, roles_only, f"config/{run}.yaml")
+    target = (f"results/{run}/table6.csv", "--configfile", f"config/{run}.yaml")
+    plan = _dry_run_jobs(work, *target)
+    assert plan and not {"prepare_model", "build_corpus", "extract_shard", "merge_activations"} & set(plan), plan
+    proc = snakemake(work, "--cores", "2", *target)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "rule extract_shard" not in out and "rule build_corpus" not in out
+    assert f"cost estimate (results/{run}/cost_estimate.csv): $" in out  # on the console, before paid jobs
+    assert out.index("rule cost_estimate") < out.index("rule explain")
+    results = work / "results" / run
+    assert {"table1.csv", "table2.csv", "table6.csv", "cost_estimate.csv"} <= {p.name for p in results.glob("*.csv")}
+    for simulator in ("loop", "loopchat"):
+        scores = pq.read_table(results / "smol" / "pydocs" / "scores" / "rnd" / "loop" / simulator / "Summary.parquet")
         assert scores.num_rows == 3 and all(math.isfinite(x) for x in scores.column("score").to_pylist())
-        assert (work / "logs" / run / "smol" / "pydocs" / "simulate" / "rnd" / "loop" / "loop" / "Summary.log").exists()
-        _check_estimate(_estimate(results / "cost_estimate.csv"), _ledger_cost(results))
+    assert (work / "logs" / run / "smol" / "pydocs" / "simulate" / "rnd" / "loop" / "loop" / "Summary.log").exists()
+    _check_estimate(_estimate(results / "cost_estimate.csv"), _ledger_cost(results))
+    # Each simulator mode on its own: the estimate per simulator role against its jobs' ledgers.
+    estimated = {}
+    for row in csv.DictReader(open(results / "cost_estimate.csv")):
+        if row["stage"] == "simulate_score":
+            estimated[row["role"]] = estimated.get(row["role"], 0.0) + float(row["usd"])
+    for simulator, estimate in estimated.items():
+        usage = [p for p in (results / "smol" / "pydocs" / "usage" / "simulate").rglob("*.json")
+                 if p.parent.name == simulator]
+        actual = sum(json.loads(p.read_text())["totals"]["cost_usd"] for p in usage)
+        assert usage and abs(actual - estimate) <= 0.10 * estimate, (simulator, estimate, actual)
+    assert set(estimated) == {"loop", "loopchat"}
     assert _digests(work / "results") == before  # the default run's tables, byte for byte
     # The default run's table path under another config says where that run's table is.
-    wrong = snakemake(work, "-n", "results/table6.csv", "--configfile", "config/priced_chat.yaml")
-    assert wrong.returncode != 0 and "ask for results/priced_chat/table6.csv" in wrong.stdout + wrong.stderr
+    wrong = snakemake(work, "-n", "results/table6.csv", "--configfile", f"config/{run}.yaml")
+    assert wrong.returncode != 0 and f"ask for results/{run}/table6.csv" in wrong.stdout + wrong.stderr
 
 
 def test_the_budget_stops_the_run_before_any_paid_call(finished, server, tmp_path):

@@ -1,6 +1,8 @@
 """The default path: explainer, simulator and embedder on the embedded engine (provider: local), as in
-config/config.yaml, on a tiny config. Two runs from scratch (results and response cache deleted) must give
-byte-identical explanations, scores and tables: seeds reach the engine, and no measurement enters a result."""
+config/config.yaml, on a tiny config. Two runs (the second after deleting every result but the corpus and the
+activations, and the response cache) must give byte-identical records, prompts, explanations, scores and tables:
+seeds reach the engine, and no measurement enters a result. (That a fresh extraction writes the same bytes is
+tests/test_workflow.py::test_sharded_extraction_equals_one_pass_byte_for_byte.)"""
 
 from __future__ import annotations
 
@@ -41,7 +43,9 @@ def two_runs(tmp_path_factory, embedded_model_dir):
         proc = snakemake(work, "--cores", "2", "results/table6.csv", timeout=1500)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
         digests.append(_digests(work))
-        shutil.rmtree(work / "results")
+        for path in (work / "results").rglob("*"):
+            if path.is_file() and not {"corpus", "activations"} & set(path.relative_to(work / "results").parts):
+                path.unlink()
         shutil.rmtree(work / ".cache")
         shutil.rmtree(work / ".snakemake", ignore_errors=True)
     return digests
@@ -52,6 +56,8 @@ def test_two_fresh_runs_are_byte_identical(two_runs):
     assert any("/explanations/" in p for p in first) and "results/table6.csv" in first
     assert first.keys() == second.keys()
     assert [p for p in first if first[p] != second[p]] == []
+    recomputed = [p for p in first if "/corpus/" not in p and "/activations/" not in p]
+    assert any("/records/" in p for p in recomputed) and any("/scores/" in p for p in recomputed)
 
 
 def test_the_local_run_explained_simulated_and_ranked(two_runs):

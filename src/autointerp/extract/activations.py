@@ -354,6 +354,8 @@ def bare_forward_seconds(model, token_ids: np.ndarray, batch_size: int, device: 
         for start in range(0, len(token_ids), batch_size):
             batch = torch.as_tensor(token_ids[start:start + batch_size], device=device)
             model.bridge(batch, return_type=None)
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()  # kernels run asynchronously: the time is the GPU's, not the launches'
     return time.perf_counter() - started
 
 
