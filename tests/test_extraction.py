@@ -141,3 +141,18 @@ def test_forward_stops_after_the_last_configured_hook(model, tokens):
     finally:
         model.bridge.reset_hooks(including_permanent=True)
     assert shallow.equals(tables(model, tokens)[0])
+
+
+def test_extraction_logs_batches_tokens_per_second_and_eta(caplog):
+    """Progress while it runs: every interval a line with batches done, tokens/s and an ETA; a last line at the end."""
+    import logging
+
+    model = tiny_subject()
+    tokens = random_token_ids(24, 8)
+    settings = ExtractionSettings(layers=[0, 1], batch_size=4, top_k=5, random_n=5)
+    with caplog.at_level(logging.INFO, logger="autointerp.extract.progress"):
+        extract(model, tokens, settings, label="shard 1/1", progress_interval_s=0.0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "autointerp.extract.progress"]
+    assert lines[0].startswith("shard 1/1: 1/6 batches, ") and " tokens/s, ETA " in lines[0]
+    assert lines[-1].startswith("shard 1/1: 6/6 batches, ") and ", took " in lines[-1]
+    assert len(lines) == 6 and "calls" not in " ".join(lines)

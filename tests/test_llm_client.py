@@ -429,7 +429,7 @@ def test_progress_heartbeat_logs_while_no_call_finishes():
     """One embedded-engine call can take 20 s: the line still comes every interval while it runs."""
     import threading
 
-    from autointerp.llm.progress import Progress
+    from autointerp.common.progress import Progress
 
     seen = threading.Event()
 

@@ -16,6 +16,7 @@ the state merges exactly across corpus shards (``merge``): the corpus is split a
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,13 +284,17 @@ class ExtractionRun:
 
 
 def extract(model, token_ids: np.ndarray, settings: ExtractionSettings, *, excerpt_offset: int = 0,
-            n_total: int | None = None, device: str = "cpu", maxima_dir: str | None = None) -> ExtractionRun:
+            n_total: int | None = None, device: str = "cpu", maxima_dir: str | None = None,
+            label: str = "extract", progress_interval_s: float = 10.0) -> ExtractionRun:
     """Run the model over ``token_ids`` (N, T) once, feeding every configured layer's hook to its state.
 
     ``excerpt_offset``/``n_total`` let a corpus shard use global excerpt ids; a shard starts at a batch boundary,
-    so that its batches are the single pass's batches (the same sums, bit for bit).
+    so that its batches are the single pass's batches (the same sums, bit for bit). Progress (``label: b/B
+    batches, r tokens/s, ETA t``) goes to the logger ``autointerp.extract.progress`` every ``progress_interval_s``.
     """
     import torch
+
+    from autointerp.common.progress import Progress
 
     n, length = token_ids.shape
     n_total = n_total if n_total is not None else n
@@ -326,21 +331,28 @@ def extract(model, token_ids: np.ndarray, settings: ExtractionSettings, *, excer
 
     hooks = [(model.hook_name(settings.hook, layer), make_hook(layer)) for layer in settings.layers]
     run = ExtractionRun(states)
+    progress = Progress(-(-n // settings.batch_size), label, progress_interval_s, unit="batches",
+                        rate_per_item=("tokens", settings.batch_size * length), heartbeat=True,
+                        logger=logging.getLogger("autointerp.extract.progress"))
     started = time.perf_counter()
-    with torch.inference_mode():
-        for start in range(0, n, settings.batch_size):
-            batch = torch.as_tensor(token_ids[start:start + settings.batch_size], device=device)
-            current["ids"] = torch.arange(start, start + len(batch), dtype=torch.int64) + excerpt_offset
-            current["block"] = (excerpt_offset + start) // settings.batch_size
-            current["pending"] = set(settings.layers)
-            try:
-                model.bridge.run_with_hooks(batch, fwd_hooks=hooks, return_type=None)
-            except _HooksDone:
-                pass
-            if current["pending"]:
-                raise ExtractionError(f"hooks of layers {sorted(current['pending'])} did not fire "
-                                      f"(subject.hook {settings.hook!r})")
-            run.n_batches += 1
+    try:
+        with torch.inference_mode():
+            for start in range(0, n, settings.batch_size):
+                batch = torch.as_tensor(token_ids[start:start + settings.batch_size], device=device)
+                current["ids"] = torch.arange(start, start + len(batch), dtype=torch.int64) + excerpt_offset
+                current["block"] = (excerpt_offset + start) // settings.batch_size
+                current["pending"] = set(settings.layers)
+                try:
+                    model.bridge.run_with_hooks(batch, fwd_hooks=hooks, return_type=None)
+                except _HooksDone:
+                    pass
+                if current["pending"]:
+                    raise ExtractionError(f"hooks of layers {sorted(current['pending'])} did not fire "
+                                          f"(subject.hook {settings.hook!r})")
+                run.n_batches += 1
+                progress.tick()
+    finally:
+        progress.finish()  # the last line, also when a batch fails (how far it got)
     run.total_seconds = time.perf_counter() - started
     return run
 
@@ -458,7 +470,7 @@ def run_extract_shard(*, model_dir, corpus_path, out_dir, shard: int, shards: in
         scratch = tmp / ".maxima"
         scratch.mkdir()
         run = extract(model, token_ids[lo:hi], settings, excerpt_offset=lo, n_total=n_total, device=device,
-                      maxima_dir=str(scratch))
+                      maxima_dir=str(scratch), label=f"extract_shard {shard + 1}/{shards} ({hi - lo} excerpts)")
         for layer, state in run.states.items():
             state.save(tmp / f"layer{layer:03d}.npz")
             del state.maxima  # closes the memmap before its file goes

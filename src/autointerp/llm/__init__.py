@@ -22,7 +22,7 @@ from autointerp.llm.client import (
 )
 from autointerp.llm.config import LLMConfigError, RoleConfig, normalise_base_url
 from autointerp.llm.ledger import Ledger, UsageRecord, estimate_cost
-from autointerp.llm.progress import Progress
+from autointerp.common.progress import Progress
 
 __all__ = [
     "ChatResult", "EchoLogprobsResult", "EmbedResult", "EndpointError", "LLMClient", "LLMConfigError", "LLMError",

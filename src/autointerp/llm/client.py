@@ -40,7 +40,7 @@ except ImportError:  # pragma: no cover - older SDKs
 from autointerp.llm.cache import ResponseCache, cache_key
 from autointerp.llm.config import RoleConfig
 from autointerp.llm.ledger import Ledger, UsageRecord, estimate_cost
-from autointerp.llm.progress import Progress
+from autointerp.common.progress import Progress
 
 log = logging.getLogger("autointerp.llm.client")
 _T = TypeVar("_T")

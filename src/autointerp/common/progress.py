@@ -1,9 +1,12 @@
-"""Progress of one job's LLM calls: ``k/N calls (c cached, f failed), r calls/s, ETA t`` log lines.
+"""Progress of one job: ``k/N calls (c cached, f failed), r calls/s, ETA t`` log lines (or batches, with a rate in
+tokens/s, for the extraction).
 
-A stage calls ``client.start_progress(n_expected_calls, label)``; the client ticks the Progress for every finished
-call (cache hit, request or failure). Lines go to the logger ``autointerp.llm.progress`` at INFO, at most every
-``interval_s`` seconds as calls finish, and always once when ``done`` reaches ``total``; with ``heartbeat`` a daemon
-thread also logs the line when no call finished for ``interval_s`` (one embedded-engine call can take 20 s). More calls than expected (extra samples) are fine: the line then shows k/N with k > N and no ETA.
+An LLM stage calls ``client.start_progress(n_expected_calls, label)``; the client ticks the Progress for every
+finished call (cache hit, request or failure). Lines go to the logger ``autointerp.llm.progress`` (the
+extraction's: ``autointerp.extract.progress``) at INFO, at most every ``interval_s`` seconds as items finish, and
+always once when ``done`` reaches ``total``; with ``heartbeat`` a daemon thread also logs the line when nothing
+finished for ``interval_s`` (one embedded-engine call can take 20 s). More items than expected (extra samples) are
+fine: the line then shows k/N with k > N and no ETA.
 """
 
 from __future__ import annotations
@@ -38,9 +41,13 @@ class Progress:
     """Counts finished calls against an expected total and logs them; thread-safe."""
 
     def __init__(self, total: int, what: str, interval_s: float = 5.0, *, logger: logging.Logger | None = None,
-                 clock: Callable[[], float] = time.monotonic, heartbeat: bool = False):
+                 clock: Callable[[], float] = time.monotonic, heartbeat: bool = False, unit: str = "calls",
+                 rate_per_item: tuple[str, float] | None = None):
+        """``unit``: what is counted (``calls`` also shows cached and failed ones). ``rate_per_item``: show the rate
+        in another unit, e.g. ``("tokens", tokens per batch)``."""
         self.total = max(0, int(total))
         self.what = what
+        self.unit, self.rate_per_item = unit, rate_per_item
         self.interval_s = float(interval_s)
         self.done = self.cached = self.failed = 0
         self._log = logger or log
@@ -98,8 +105,11 @@ class Progress:
     def _line(self, now: float) -> str:
         elapsed = max(now - self._t0, 1e-9)
         rate = self.done / elapsed
-        head = (f"{self.what}: {self.done}/{self.total} calls ({self.cached} cached, {self.failed} failed), "
-                f"{format_rate(rate)} calls/s")
+        head = f"{self.what}: {self.done}/{self.total} {self.unit}"
+        if self.unit == "calls":
+            head += f" ({self.cached} cached, {self.failed} failed)"
+        shown, per = self.rate_per_item or (self.unit, 1.0)
+        head += f", {format_rate(rate * per)} {shown}/s"
         if self.done >= self.total:
             return f"{head}, took {format_duration(elapsed)}" if self.done == self.total else head
         if self.done == 0:
