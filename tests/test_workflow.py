@@ -11,7 +11,8 @@ import yaml
 
 from fake_simulator import simulators_script
 from loopback_server import LoopbackServer
-from workflow_utils import PLANTED_KEY, copy_run, loopback_roles, make_workdir, snakemake, tiny_config, validated
+from workflow_utils import (PLANTED_KEY, ROOT, copy_run, loopback_roles, make_workdir, snakemake, tiny_config,
+                            undocumented_columns, validated)
 
 pytestmark = pytest.mark.slow
 
@@ -261,6 +262,12 @@ def test_adacs_and_puzzles(finished, server):
                                            "Summary.jsonl").read_text().splitlines()]
         assert [p["puzzle"] for p in prompts] == ["colors", "of", "million"]
         assert all(p["cutoff"] == 1.0 for p in prompts)
+
+
+def test_every_written_column_is_documented(finished):
+    """Every CSV column, Parquet column, explanation key and usage key the run wrote is in a table of docs/
+    (docs/data_contracts.md, docs/tables.md), placeholders such as `{set}_mean` standing for names."""
+    assert undocumented_columns(finished / "results", ROOT / "docs") == {}
 
 
 def test_lint_and_slurm_dry_run(finished):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -112,3 +115,66 @@ def rule_io(inputs: dict, outputs: dict, *, threads: int = 1, **wildcards):
     return RuleIO(rule="test", input={k: v if isinstance(v, list) else str(v) for k, v in inputs.items()},
                   output={k: str(v) for k, v in outputs.items()}, inputs=flat(inputs), outputs=flat(outputs),
                   wildcards=dict(wildcards), threads=threads)
+
+
+# --- every written column documented ---------------------------------------------------------------------------
+
+# Placeholders a documented name may contain; each stands for one name (a neuron set, a role, a puzzle set).
+DOC_PLACEHOLDERS = ("set", "puzzle_set", "explainer", "simulator")
+_PLACEHOLDER = re.compile(r"\{(" + "|".join(DOC_PLACEHOLDERS) + r")\}")
+_ONE_NAME = r"[^/\[\]\s]+?"
+
+
+def documented_names(docs_dir: Path) -> set[str]:
+    """Every backticked name in the first cell of a markdown table row (a line starting with "| `") in
+    ``docs_dir/*.md``: the column, key or file a row documents."""
+    names: set[str] = set()
+    for md in sorted(Path(docs_dir).glob("*.md")):
+        for line in md.read_text(encoding="utf-8").splitlines():
+            if line.startswith("| `"):
+                names.update(re.findall(r"`([^`]+)`", line.split("|")[1]))
+    return names
+
+
+def _name_pattern(name: str) -> re.Pattern:
+    parts = _PLACEHOLDER.split(name)  # text, placeholder, text, ...
+    return re.compile("".join(_ONE_NAME if i % 2 else re.escape(part) for i, part in enumerate(parts)))
+
+
+def written_columns(results_dir: Path) -> dict[str, list[str]]:
+    """{file relative to ``results_dir``: the names it writes}: CSV headers, Parquet schema names, the keys of the
+    first line of each explanations (and failures) JSONL file, and in each usage JSON file its top-level keys, the
+    keys of ``totals`` and those of one call record."""
+    import pyarrow.parquet as pq
+
+    results_dir = Path(results_dir)
+    out: dict[str, list[str]] = {}
+    for path in sorted(p for p in results_dir.rglob("*") if p.is_file()):
+        rel = path.relative_to(results_dir)
+        if path.suffix == ".csv":
+            with open(path, newline="", encoding="utf-8") as fh:
+                out[str(rel)] = next(csv.reader(fh), [])
+        elif path.suffix == ".parquet":
+            out[str(rel)] = pq.read_schema(path).names
+        elif path.suffix == ".jsonl" and "explanations" in rel.parts:
+            with open(path, encoding="utf-8") as fh:
+                first = next((line for line in fh if line.strip()), None)
+            out[str(rel)] = list(json.loads(first)) if first else []
+        elif path.suffix == ".json" and "usage" in rel.parts:
+            usage = json.loads(path.read_text(encoding="utf-8"))
+            calls = usage.get("calls") or [{}]
+            out[str(rel)] = [*usage, *usage.get("totals", {}), *calls[0]]
+    return out
+
+
+def undocumented_columns(results_dir: Path, docs_dir: Path) -> dict[str, list[str]]:
+    """{column: up to 3 files that write it} for every written name (``written_columns``) that no first cell of a
+    docs table documents (``documented_names``; ``{set}``, ``{puzzle_set}``, ``{explainer}`` and ``{simulator}``
+    in a documented name match any one name). Empty when everything written is documented."""
+    patterns = [_name_pattern(name) for name in documented_names(docs_dir)]
+    missing: dict[str, set[str]] = {}
+    for rel, names in written_columns(results_dir).items():
+        for name in names:
+            if not any(p.fullmatch(name) for p in patterns):
+                missing.setdefault(name, set()).add(rel)
+    return {name: sorted(files)[:3] for name, files in sorted(missing.items())}
