@@ -74,6 +74,9 @@ def test_jobs_print_what_they_did(finished):
     assert "cost estimate (results/cost_estimate.csv): $0.00 for " in console  # printed for the user
     assert "explain rnd/loop/Original: 3/3 neurons explained; 0 calls failed, 0 samples without" in console
     assert "simulate_score rnd/loop/loop/Summary: 3/3 explanations scored; 0 failed" in console
+    assert "Loading weights" not in console and "it/s]" not in console  # no model-loading bars between the lines
+    extract = (finished / "logs" / "smol" / "pydocs" / "extract_shard" / "000of003.log").read_text()
+    assert "extract_shard 1/3 (" in extract and " batches, " in extract and " tokens/s" in extract
     log = (finished / "logs" / "smol" / "pydocs" / "simulate" / "rnd" / "loop" / "loop" / "Summary.log").read_text()
     assert "simulate_score rnd/loop/loop/Summary: 30/30 calls (0 cached, 0 failed)" in log  # progress k/N
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,10 @@ def run_rule(snakemake, settings_cls, job: Callable[[Any, RuleIO], Any]) -> Any:
     """What every script does: settings from ``params.settings``, then one library call, logged.
 
     ``settings_cls`` is the stage's settings class (None for jobs that read only their inputs)."""
+    # Model-loading bars (transformers' "Loading weights", hub downloads) would go to the console between the
+    # jobs' lines; the logs say what loads. Read when transformers is imported; HF_HUB_DISABLE_PROGRESS_BARS=0
+    # brings them back.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     with rule_context(snakemake) as log:
         settings = None if settings_cls is None else settings_cls.from_params(snakemake.params.settings)
         result = job(settings, RuleIO.from_snakemake(snakemake))
