@@ -17,6 +17,7 @@ include: "rules/similarity.smk"
 include: "rules/human_eval.smk"
 include: "rules/n2g.smk"
 include: "rules/tables.smk"
+include: "rules/report.smk"
 include: "rules/hooks.smk"
 
 

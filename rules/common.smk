@@ -28,6 +28,9 @@ localrules:
     render_puzzle_prompts,
     prepare_human_study,
     cost_estimate,
+    report_plots,
+    neuron_pages,
+    export,
     table1,
     table2,
     table3,
@@ -324,6 +327,43 @@ def study_explanation_files(wildcards):
                   format=explainer_formats(wildcards.explainer))
 
 
+def n2g_files(name):
+    """Another file of each set's n2g job (metrics.csv, graphs), for the report."""
+    return expand(f"{RUN}/n2g/{{neuron_set}}/{name}", neuron_set=NEURON_SETS) if N2G.get("enabled", False) else []
+
+
+# Each evaluation's per-neuron files, keyed by its name in the evaluation registry
+# (autointerp.tables.evaluations.NeuronScores reads them): the neuron pages and the export show them all.
+NEURON_SCORE_FILES = {"simulate_score": score_files, "adacs": similarity_files}
+
+
+def run_data_inputs(wildcards=None):
+    """What the report reads of a finished run (autointerp.report.data.RunData.read)."""
+    inputs = {
+        "neuron_sets": expand(f"{RUN}/neuron_sets/{{neuron_set}}.csv", neuron_set=NEURON_SETS),
+        "records": expand(f"{RUN}/records/{{neuron_set}}.parquet", neuron_set=NEURON_SETS),
+        "activations": activations_dir(),
+        "explanations": _per_explainer(f"{RUN}/explanations/{{neuron_set}}/{{explainer}}/{{format}}.jsonl", COMPARED),
+        "prompts": compared_prompt_files(),
+        "methods": n2g_score_files(),
+        "method_metrics": n2g_files("metrics.csv"),
+    }
+    return inputs | {name: files() for name, files in NEURON_SCORE_FILES.items() if files()}
+
+
+def simulation_files(wildcards=None):
+    return _per_explainer(f"{RUN}/simulations/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}.parquet",
+                          COMPARED, simulator=SIMULATORS)
+
+
+def report_tables(wildcards=None):
+    """Every table of the run, for the report's index."""
+    tables = evaluation_tables() + companion_tables()
+    if evaluation_tables():
+        tables += [f"{R}/table6.csv", f"{R}/table6_comparison.csv", f"{R}/table6_columns.csv"]
+    return list(dict.fromkeys(tables))
+
+
 def companion_tables(wildcards=None):
     """Tables that are not ranked but that the main command should leave behind."""
     tables = [f"{R}/table1.csv", f"{R}/cost_estimate.csv"]
@@ -332,6 +372,7 @@ def companion_tables(wildcards=None):
 
 def all_targets():
     targets = [f"{R}/table1.csv", f"{R}/cost_estimate.csv"] + explanation_files()
+    targets += [f"{R}/report", *expand(f"{R}/export/{{neuron_set}}.parquet", neuron_set=NEURON_SETS)]
     return targets + ([f"{R}/table6.csv"] if evaluation_tables() else [])
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hmac
 import html
-import math
 import sqlite3
 import sys
 import threading
@@ -21,13 +20,13 @@ from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from urllib.parse import parse_qs
 
+from autointerp.common.shading import STRONG_LEVEL, shade_level, visible_token
 from autointerp.human_eval import store
 from autointerp.human_eval.store import SCORE_LABELS, ValidationError
 
 COOKIE = "hev_session"
 MAX_BODY = 64 * 1024
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-STRONG_LEVEL = 5  # normalised activation (0..10) from which a token is bold + underlined with its value shown
 
 STYLE = """
 :root { color-scheme: light; --ink: #111; --muted: #444; --focus: #0b57d0; }
@@ -346,10 +345,8 @@ class HumanEvalApp:
         for excerpt in view["excerpts"]:
             spans = []
             for tok, act in zip(excerpt["tokens"], excerpt["activations"]):
-                level = 0
-                if max_act > 0 and math.isfinite(act) and act > 0:
-                    level = min(10, int(10 * act / max_act))
-                shown = tok.replace("\n", "↵").replace("\t", "⇥").replace("\r", "")
+                level = shade_level(act, max_act)
+                shown = visible_token(tok)
                 value = f"{act:.2f}"
                 classes = "t" + (f" a{level}" if level else "") + (" hi" if level >= STRONG_LEVEL else "")
                 vclass = "v" if level >= STRONG_LEVEL else "v lo"

@@ -143,6 +143,20 @@ def wilcoxon_signed_rank(diffs: Sequence[float]) -> dict[str, Any]:
     return out
 
 
+def bootstrap_mean_ci(values, *, n_boot: int, seed: int, confidence_level: float) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean (``scipy.stats.bootstrap``, units resampled with
+    ``numpy.random.default_rng(seed)``); (NaN, NaN) below 2 values."""
+    from scipy import stats
+
+    d = np.asarray(values, dtype=float)
+    if len(d) < 2:
+        return math.nan, math.nan
+    res = stats.bootstrap((d,), np.mean, n_resamples=n_boot, confidence_level=confidence_level,
+                          method="percentile", vectorized=True, batch=max(1, 2_000_000 // len(d)),
+                          rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
 def paired_comparison(scores_a: Mapping[Any, float] | Sequence[float], scores_b: Mapping[Any, float] | Sequence[float],
                       *, n_boot: int, seed: int, confidence_level: float, alpha: float) -> dict[str, Any]:
     """Compare two methods on the units (neurons, puzzles) both scored (finite in both): mean difference a − b,
@@ -152,8 +166,6 @@ def paired_comparison(scores_a: Mapping[Any, float] | Sequence[float], scores_b:
     ``warning`` is non-empty when the test cannot mean anything: when even the most extreme outcome, every
     non-zero difference of one sign, would give a two-sided exact p above ``alpha`` (p_min = 2 / 2**n_nonzero).
     Sequences are paired by position, mappings by key."""
-    from scipy import stats
-
     if not isinstance(scores_a, Mapping):
         scores_a = dict(enumerate(scores_a))
     if not isinstance(scores_b, Mapping):
@@ -172,11 +184,7 @@ def paired_comparison(scores_a: Mapping[Any, float] | Sequence[float], scores_b:
         "mean_a": float(a.mean()) if n else math.nan, "mean_b": float(b.mean()) if n else math.nan,
         "mean_diff": float(d.mean()) if n else math.nan, "ci_low": math.nan, "ci_high": math.nan,
     }
-    if n >= 2:
-        res = stats.bootstrap((d,), np.mean, n_resamples=n_boot, confidence_level=confidence_level,
-                              method="percentile", vectorized=True, batch=max(1, 2_000_000 // n),
-                              rng=np.random.default_rng(seed))
-        out["ci_low"], out["ci_high"] = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    out["ci_low"], out["ci_high"] = bootstrap_mean_ci(d, n_boot=n_boot, seed=seed, confidence_level=confidence_level)
     w = wilcoxon_signed_rank(d)
     p_min = w["smallest_attainable_p"]
     warning = ""

@@ -6,6 +6,10 @@ prompt formats (ranked by Table 6) apart from comparison methods (N2G, the token
 reported beside the formats on the same units in results/table6_comparison.csv). Table 6 takes the tables of every
 enabled evaluation as input, so registering a new evaluation (and adding its rule) adds its columns with no edit
 of the Table 6 rule or code.
+
+An evaluation with per-neuron files also says how to read them (``NeuronScores``): the neuron pages and the export
+(autointerp.report) show every registered evaluation's per-neuron scores the same way; rules/common.smk's
+NEURON_SCORE_FILES names each evaluation's files.
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,22 @@ class Column:
     evaluation: str = ""  # filled in by the registry
 
 
+# The long form of per-neuron scores: one row per (explanation, metric). ``scorer`` is the simulator (or other
+# model) that produced the value, "" when the metric has one scorer per run.
+NEURON_SCORE_KEYS = ("neuron_set", "layer", "neuron", "explainer", "format", "sample")
+NEURON_SCORE_COLUMNS = (*NEURON_SCORE_KEYS, "metric", "scorer", "value")
+
+
+@dataclass(frozen=True)
+class NeuronScores:
+    """How to read an evaluation's per-neuron files: ``fields`` names the folders above the file, whose stem is
+    the format (e.g. neuron_set, explainer, simulator); ``read(path, fields)`` returns NEURON_SCORE_COLUMNS rows."""
+
+    fields: tuple[str, ...]
+    read: Callable[[str, dict[str, str]], "pl.DataFrame"]
+    metrics: Mapping[str, str] = dataclasses.field(default_factory=dict)  # metric -> meaning (docs, export)
+
+
 @dataclass(frozen=True)
 class Evaluation:
     name: str
@@ -44,6 +67,26 @@ class Evaluation:
     enabled: Callable[[dict], bool] = lambda config: True
     description: str = ""
     companions: tuple[str, ...] = ()  # other files of the same rule that ``columns`` reads (Table 6's inputs too)
+    neuron_scores: NeuronScores | None = None  # per-neuron files (neuron pages, export); None: table only
+
+
+def read_neuron_scores(files: Mapping[str, list[str]]) -> "pl.DataFrame":
+    """Every evaluation's per-neuron scores, long (NEURON_SCORE_COLUMNS), from ``{evaluation: [files]}``."""
+    import polars as pl
+
+    from autointerp.common.io import path_fields
+
+    frames = []
+    for name, paths in files.items():
+        spec = EVALUATIONS[name].neuron_scores
+        if spec is None:
+            raise ValueError(f"evaluation {name!r} registers no per-neuron scores")
+        frames += [spec.read(f["path"], f).select(NEURON_SCORE_COLUMNS) for f in path_fields(paths, list(spec.fields))]
+    if not frames:
+        return pl.DataFrame(schema={"neuron_set": pl.String, "layer": pl.Int32, "neuron": pl.Int32,
+                                    "explainer": pl.String, "format": pl.String, "sample": pl.Int32,
+                                    "metric": pl.String, "scorer": pl.String, "value": pl.Float64})
+    return pl.concat(frames, how="vertical_relaxed")
 
 
 EVALUATIONS: dict[str, Evaluation] = {}
@@ -159,18 +202,45 @@ def _paired_columns(path: str, group_keys: tuple[str, ...], name: Callable[..., 
 # --- the evaluations -----------------------------------------------------------------------------------------
 
 
+def _long_scores(path: str, fields: dict[str, str], metrics: Mapping[str, str], scorer: str) -> "pl.DataFrame":
+    """``metrics`` (file column -> metric name) of a per-explanation Parquet file, long, with the path's fields."""
+    import polars as pl
+
+    df = pl.read_parquet(path, columns=["layer", "neuron", "sample", *metrics])
+    return (df.rename(dict(metrics))
+            .unpivot(index=["layer", "neuron", "sample"], on=list(metrics.values()), variable_name="metric")
+            .with_columns(pl.lit(fields["neuron_set"]).alias("neuron_set"),
+                          pl.lit(fields["explainer"]).alias("explainer"), pl.lit(fields["format"]).alias("format"),
+                          pl.lit(scorer).alias("scorer"), pl.col("value").cast(pl.Float64)))
+
+
+SIMULATION_METRICS = {"score": "simulation", "score_top": "simulation_top", "score_random": "simulation_random"}
+
+
 register(Evaluation(
     name="simulate_score", table="table2.csv", companions=("table2_paired.csv",),
     columns=lambda path: _paired_columns(path, ("explainer", "simulator"), lambda e, sim, s: f"simulate[{e}/{sim}/{s}]"),
     enabled=lambda config: bool(config.get("simulators")),
     description="Mean simulate-and-score correlation per neuron set (Table 2), one column per "
                 "explainer/simulator/neuron set; N2G and the token lookup as comparisons.",
+    neuron_scores=NeuronScores(
+        fields=("neuron_set", "explainer", "simulator"),
+        read=lambda path, f: _long_scores(path, f, SIMULATION_METRICS, f["simulator"]),
+        metrics={"simulation": "Pearson correlation of the true activations and the simulator's expected values "
+                               "over the tokens of the 10 held-out records pooled (scores file `score`; -1..1)",
+                 "simulation_top": "the same over the 5 top records' tokens (`score_top`; -1..1)",
+                 "simulation_random": "the same over the 5 random records' tokens (`score_random`; -1..1)"}),
 ))
 register(Evaluation(
     name="adacs", table="table3.csv", companions=("table3_paired.csv",),
     columns=lambda path: _paired_columns(path, ("explainer",), lambda e, s: f"adacs[{e}/{s}]"),
     enabled=lambda config: bool((config.get("adacs") or {}).get("references")),
     description="Mean embedding cosine similarity to a reference explanation (Table 3).",
+    neuron_scores=NeuronScores(
+        fields=("neuron_set", "explainer"),
+        read=lambda path, f: _long_scores(path, f, {"similarity": "adacs"}, ""),
+        metrics={"adacs": "cosine similarity of the explanation's and the reference explanation's embeddings "
+                          "(similarity file `similarity`; -1..1; NaN without a reference)"}),
 ))
 register(Evaluation(
     name="puzzles", table="table4.csv", companions=("table4_paired.csv",),
