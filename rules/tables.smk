@@ -17,7 +17,7 @@ rule cost_estimate:
         puzzle_prompts=puzzle_prompt_files,
         records=expand(f"{RUN}/records/{{neuron_set}}.parquet", neuron_set=NEURON_SETS),
     output:
-        f"{R}/cost_estimate.csv",
+        report(f"{R}/cost_estimate.csv", category="Tables"),
     params:
         settings=stage_settings(TablesSettings, "cost"),
     log:
@@ -32,7 +32,7 @@ rule table5:
     input:
         HUMAN_EVAL.get("ratings") or [],
     output:
-        f"{R}/table5.csv",
+        report(f"{R}/table5.csv", category="Tables"),
     log:
         f"{LOGS}/table5.log",
     conda:
@@ -45,7 +45,7 @@ rule n2g_table:
     input:
         expand(f"{RUN}/n2g/{{neuron_set}}/metrics.csv", neuron_set=NEURON_SETS),
     output:
-        f"{R}/table_n2g.csv",
+        report(f"{R}/table_n2g.csv", category="Tables"),
     log:
         f"{LOGS}/table_n2g.log",
     conda:
@@ -58,7 +58,7 @@ rule table1:
     input:
         compared_prompt_files,
     output:
-        f"{R}/table1.csv",
+        report(f"{R}/table1.csv", category="Tables"),
     log:
         f"{LOGS}/table1.log",
     conda:
@@ -72,8 +72,8 @@ rule table3:
         similarity=similarity_files,
         neuron_sets=expand(f"{RUN}/neuron_sets/{{neuron_set}}.csv", neuron_set=ADACS_SETS),
     output:
-        table=f"{R}/table3.csv",
-        paired=f"{R}/table3_paired.csv",
+        table=report(f"{R}/table3.csv", category="Tables"),
+        paired=report(f"{R}/table3_paired.csv", category="Tables"),
     params:
         settings=stage_settings(TablesSettings, *TABLE_PAIRED),
     log:
@@ -88,8 +88,8 @@ rule table4:
     input:
         puzzle_similarity_files,
     output:
-        table=f"{R}/table4.csv",
-        paired=f"{R}/table4_paired.csv",
+        table=report(f"{R}/table4.csv", category="Tables"),
+        paired=report(f"{R}/table4_paired.csv", category="Tables"),
     params:
         settings=stage_settings(TablesSettings, *TABLE_PAIRED),
     log:
@@ -106,8 +106,8 @@ rule table2:
         methods=n2g_score_files,
         neuron_sets=expand(f"{RUN}/neuron_sets/{{neuron_set}}.csv", neuron_set=NEURON_SETS),
     output:
-        table=f"{R}/table2.csv",
-        paired=f"{R}/table2_paired.csv",
+        table=report(f"{R}/table2.csv", category="Tables"),
+        paired=report(f"{R}/table2_paired.csv", category="Tables"),
     params:
         settings=stage_settings(TablesSettings, *TABLE_PAIRED),
     log:
@@ -124,9 +124,9 @@ rule table6:
         # Not ranked, but the main command (results/table6.csv) should leave every table behind.
         companions=companion_tables,
     output:
-        table=f"{R}/table6.csv",
-        comparison=f"{R}/table6_comparison.csv",
-        columns=f"{R}/table6_columns.csv",
+        table=report(f"{R}/table6.csv", category="Tables"),
+        comparison=report(f"{R}/table6_comparison.csv", category="Tables"),
+        columns=report(f"{R}/table6_columns.csv", category="Tables"),
     params:
         settings=stage_settings(TablesSettings, "formats"),
     log:

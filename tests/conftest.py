@@ -1,4 +1,6 @@
+import importlib.util
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -74,3 +76,43 @@ def embedded_model_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("models") / "smollm2"
     prepare_model("embedded:smollm2-135m-instruct", out)
     return out
+
+
+# -- A real browser: Debian's chromium + chromium-driver (make browser-packages), driven by Selenium ----------------
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+def _browser_missing() -> str | None:
+    if not os.path.exists(CHROMIUM):
+        return f"{CHROMIUM} is missing (apt-get install chromium chromium-driver)"
+    if not os.path.exists(CHROMEDRIVER):
+        return "chromedriver is missing (apt-get install chromium-driver)"
+    if importlib.util.find_spec("selenium") is None:
+        return "selenium is not installed (pip install selenium)"
+    return None
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if reason := _browser_missing():
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--window-size=1280,2200", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(arg)
+    try:
+        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    except Exception as exc:  # noqa: BLE001 - a browser that cannot start here is an environment problem
+        pytest.skip(f"headless Chromium did not start: {exc!r}"[:300])
+    driver.set_page_load_timeout(30)
+    driver.implicitly_wait(5)  # finding an element waits for it (the 2-core CI machine is shared)
+    try:
+        yield driver
+    finally:
+        driver.quit()

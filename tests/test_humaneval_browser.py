@@ -1,12 +1,11 @@
 """End-to-end: a person rates a small study in a real headless Chromium (Debian's chromium + chromium-driver,
-driven by Selenium). Skips cleanly where the browser, its driver or Selenium is missing."""
+driven by Selenium; the ``browser`` fixture in conftest.py). Skips cleanly where the browser, its driver or
+Selenium is missing."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
-import shutil
 import sqlite3
 import sys
 import threading
@@ -17,44 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from test_humaneval import FORMATS, NEURONS, write_inputs  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 SCREENSHOT_ENV = "HUMANEVAL_SCREENSHOT"  # set it to keep the screenshot somewhere to look at
-
-
-def _skip_reason() -> str | None:
-    if not os.path.exists(CHROMIUM):
-        return f"{CHROMIUM} is missing (apt-get install chromium chromium-driver)"
-    if not os.path.exists(CHROMEDRIVER):
-        return "chromedriver is missing (apt-get install chromium-driver)"
-    if importlib.util.find_spec("selenium") is None:
-        return "selenium is not installed (pip install selenium)"
-    return None
-
-
-@pytest.fixture
-def browser(tmp_path):
-    if reason := _skip_reason():
-        pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1280,2200", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(arg)
-    try:
-        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    except Exception as exc:  # noqa: BLE001 - a browser that cannot start here is an environment problem
-        pytest.skip(f"headless Chromium did not start: {exc!r}"[:300])
-    driver.set_page_load_timeout(30)
-    driver.implicitly_wait(5)  # finding an element waits for it (the 2-core CI machine is shared)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture

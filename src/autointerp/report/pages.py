@@ -75,7 +75,7 @@ def token_cells(tokens: Sequence[str], values: Sequence[float | None], scale_max
         shown = "—" if missing else f"{value:.2f}"
         cells.append({"text": visible_token(token), "level": level, "strong": level >= STRONG_LEVEL,
                       "missing": missing, "value": shown,
-                      "title": f"{what}: no prediction" if missing else f"{what} {shown}"})
+                      "title": f"{what}: no value" if missing else f"{what} {shown}"})
     return cells
 
 
