@@ -8,7 +8,7 @@ from autointerp.report.settings import ReportSettings  # noqa: E402
 PLOT_FILES = {name: f"{R}/plots/{name}.svg" for name in PLOTS}
 
 
-report: "../docs/report/workflow.rst"
+report: "../report/workflow.rst"
 
 
 rule report_plots:
@@ -17,7 +17,7 @@ rule report_plots:
         table1=f"{R}/table1.csv",
     output:
         **{
-            name: report(path, category="Plots", caption=f"../docs/report/{name}.rst")
+            name: report(path, category="Plots", caption=f"../report/{name}.rst")
             for name, path in PLOT_FILES.items()
         },
     params:
@@ -46,7 +46,7 @@ rule neuron_pages:
             directory(f"{R}/report"),
             htmlindex="index.html",
             category="Neurons",
-            caption="../docs/report/neurons.rst",
+            caption="../report/neurons.rst",
         ),
     params:
         settings=stage_settings(ReportSettings),

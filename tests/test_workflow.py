@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -267,10 +268,181 @@ def test_adacs_and_puzzles(finished, server):
         assert all(p["cutoff"] == 1.0 for p in prompts)
 
 
-def test_every_written_column_is_documented(finished):
-    """Every CSV column, Parquet column, explanation key and usage key the run wrote is in a table of docs/
-    (docs/data_contracts.md, docs/tables.md), placeholders such as `{set}_mean` standing for names."""
-    assert undocumented_columns(finished / "results", ROOT / "docs") == {}
+def test_every_written_column_is_documented(reported):
+    """Every CSV column, Parquet column, explanation key and usage key the run wrote (the export included) is in a
+    table of docs/ (docs/data_contracts.md, docs/tables.md), placeholders such as `{set}_mean` standing for names."""
+    assert (reported / "results" / "export" / "rnd.parquet").exists()
+    assert undocumented_columns(reported / "results", ROOT / "docs") == {}
+
+
+# --- the report: neuron pages, index, plots, export --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reported(finished):
+    proc = snakemake(finished, "--cores", "2", "results/report", "export")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (finished / "report_console.txt").write_text(proc.stdout + proc.stderr)
+    return finished
+
+
+def _neurons(work, neuron_set) -> list[tuple[int, int]]:
+    import csv
+
+    path = work / "results" / "smol" / "pydocs" / "neuron_sets" / f"{neuron_set}.csv"
+    return [(int(r["layer"]), int(r["neuron"])) for r in csv.DictReader(open(path))]
+
+
+def _page_text(path) -> str:
+    from html.parser import HTMLParser
+
+    class Text(HTMLParser):
+        def __init__(self):
+            super().__init__(convert_charrefs=True)
+            self.parts, self.skip = [], False
+
+        def handle_starttag(self, tag, attrs):
+            self.skip = tag in ("script", "style")
+
+        def handle_endtag(self, tag):
+            self.skip = False
+
+        def handle_data(self, data):
+            if not self.skip:
+                self.parts.append(data)
+
+    parser = Text()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return "".join(parser.parts)
+
+
+def _by_neuron(path, key="format") -> dict:
+    return {(r["layer"], r["neuron"], r[key]): r for r in pq.read_table(path).to_pylist()}
+
+
+def test_report_pages_and_export_show_the_runs_explanations_and_scores(reported):
+    run = reported / "results" / "smol" / "pydocs"
+    site = reported / "results" / "report"
+    console = (reported / "report_console.txt").read_text()
+    assert "neuron_pages: 5 neuron pages; open results/report/index.html" in console
+    index = (site / "index.html").read_text()
+    for neuron_set in ("rnd", "top"):
+        expected = {f"layer{layer:03d}_neuron{neuron:05d}.html" for layer, neuron in _neurons(reported, neuron_set)}
+        assert {p.name for p in (site / neuron_set).glob("*.html")} == expected
+        assert all(f'href="{neuron_set}/{name}"' in index for name in expected)
+    assert sorted(p.name for p in (site / "plots").iterdir()) == sorted(
+        f"{name}.svg" for name in ("scores_by_format", "paired_differences", "scores_by_layer", "prompt_tokens"))
+
+    formats = ["AVHS", "Highlight", "HighlightSummary", "Original", "Summary"]
+    explanations = {f: {(e["layer"], e["neuron"]): e for e in map(json.loads, (
+        run / "explanations" / "rnd" / "loop" / f"{f}.jsonl").read_text().splitlines())} for f in formats}
+    scores = {f: _by_neuron(run / "scores" / "rnd" / "loop" / "loop" / f"{f}.parquet") for f in formats}
+    similarity = {f: _by_neuron(run / "similarity" / "rnd" / "loop" / f"{f}.parquet") for f in formats}
+    layer, neuron = _neurons(reported, "rnd")[0]
+    text = _page_text(site / "rnd" / f"layer{layer:03d}_neuron{neuron:05d}.html")
+    for f in formats:
+        assert explanations[f][(layer, neuron)]["explanation"] in text
+        score = scores[f][(layer, neuron, f)]["score"]
+        assert (f"{score:.3f}" if math.isfinite(score) else "—") in text
+
+    export = pq.read_table(reported / "results" / "export" / "rnd.parquet").to_pylist()
+    neurons = _neurons(reported, "rnd")
+    assert len(export) == len(neurons) * (len(formats) + 2)  # every format, N2G and TokenLookup per neuron
+    for row in export:
+        key = (row["layer"], row["neuron"])
+        if row["kind"] == "comparison":
+            method = _by_neuron(run / "n2g" / "rnd" / f"{row['format']}.parquet")[(*key, row["format"])]
+            assert row["explanation"] == method["explanation"]
+            assert row["method_score"] == pytest.approx(method["score"], nan_ok=True)
+            continue
+        f = row["format"]
+        assert row["explanation"] == explanations[f][key]["explanation"]
+        assert row["simulation[loop]"] == pytest.approx(scores[f][(*key, f)]["score"], nan_ok=True)
+        assert row["simulation_top[loop]"] == pytest.approx(scores[f][(*key, f)]["score_top"], nan_ok=True)
+        assert row["adacs"] == pytest.approx(similarity[f][(*key, f)]["similarity"], nan_ok=True)
+        assert row["explainer_model"] == "loop-model" and row["prompt_tokens"] > 100
+    assert {(r["layer"], r["neuron"]) for r in export} == set(neurons)
+    top = pq.read_table(reported / "results" / "export" / "top.parquet").to_pylist()
+    assert len(top) == 2 * (len(formats) + 2) and all(r.get("adacs") is None for r in top)  # no reference there
+
+
+def test_snakemake_report_zip_holds_tables_plots_and_pages(reported, tmp_path):
+    import zipfile
+
+    out = tmp_path / "report.zip"
+    proc = snakemake(reported, "--report", str(out), "results/table6.csv", "results/report", "export")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = zipfile.ZipFile(out).namelist()
+    for wanted in ("table1.csv", "table2.csv", "table6.csv", "table_n2g.csv", "scores_by_format.svg",
+                   "paired_differences.svg", "index.html"):
+        assert any(n.endswith("/" + wanted) for n in names), wanted
+    assert sum(n.endswith(".html") and "/rnd/layer" in n for n in names) == 3
+    html = zipfile.ZipFile(out).read("report/report.html").decode()
+    assert "Tables" in html and "Plots" in html and "Neurons" in html  # the categories
+
+
+def test_report_in_chromium(reported, browser, tmp_path):
+    """A reader opens the index from disk, filters and sorts the neuron list, follows a link to a neuron, switches
+    the simulation shown and moves to the next neuron. A screenshot is kept when a check fails."""
+    import os
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    site = reported / "results" / "report"
+    run = reported / "results" / "smol" / "pydocs"
+    shot = Path(os.environ.get("REPORT_SCREENSHOT_DIR", tmp_path)) / "report-failure.png"
+    driver = browser
+    try:
+        driver.get((site / "index.html").as_uri())
+        assert driver.find_element(By.ID, "filter-count").text == "5 of 5 neurons shown"  # the script ran
+        assert all(driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img)
+                   for img in driver.find_elements(By.CSS_SELECTOR, "figure img"))  # the plots load from disk
+        driver.find_element(By.ID, "filter-layer-min").send_keys("29")
+        visible = [r for r in driver.find_elements(By.CSS_SELECTOR, "#neuron-list tbody tr") if r.is_displayed()]
+        assert visible and all(r.get_attribute("data-layer") == "29" for r in visible)
+        driver.find_element(By.ID, "filter-layer-min").clear()
+        layer_header = driver.find_elements(By.CSS_SELECTOR, "#neuron-list thead th")[1]
+        layer_header.find_element(By.TAG_NAME, "button").click()
+        layer_header.find_element(By.TAG_NAME, "button").click()  # twice: descending
+        layers = [int(r.get_attribute("data-layer")) for r in driver.find_elements(By.CSS_SELECTOR, "#neuron-list tbody tr")]
+        assert layers == sorted(layers, reverse=True) and layer_header.get_attribute("aria-sort") == "descending"
+
+        layer, neuron = _neurons(reported, "rnd")[0]
+        driver.find_element(By.CSS_SELECTOR, f'a[href="rnd/layer{layer:03d}_neuron{neuron:05d}.html"]').click()
+        assert driver.find_element(By.TAG_NAME, "h1").text == f"Layer {layer}, neuron {neuron}"
+        rows = driver.find_elements(By.CSS_SELECTOR, "#explanations tbody tr")
+        assert len(rows) == 5
+        scores = _by_neuron(run / "scores" / "rnd" / "loop" / "loop" / "Original.parquet")[(layer, neuron, "Original")]
+        original = next(r for r in rows if r.find_elements(By.TAG_NAME, "td")[1].text == "Original")
+        cells = [td.text for td in original.find_elements(By.TAG_NAME, "td")]
+        assert cells[3] == scores["explanation"]  # the explanation as written, not as markup
+        assert cells[4] == (f"{scores['score']:.3f}" if math.isfinite(scores["score"]) else "—")
+        shaded = driver.find_elements(By.CSS_SELECTOR, ".true .t[class*=' a']")
+        assert shaded and shaded[0].get_attribute("title").startswith("activation ")
+        strong = driver.find_elements(By.CSS_SELECTOR, ".true .t.hi")
+        assert strong and strong[0].value_of_css_property("font-weight") in ("700", "bold")
+
+        picker = Select(driver.find_element(By.ID, "sim-picker"))
+        shown = lambda: {e.get_attribute("data-sim") for e in driver.find_elements(By.CSS_SELECTOR, ".sim")  # noqa: E731
+                         if e.is_displayed()}
+        assert len(shown()) == 1 and len(driver.find_elements(By.CSS_SELECTOR, ".sim:not([hidden])")) == 10
+        picker.select_by_value("loop/loop/Summary/0")
+        assert shown() == {"loop/loop/Summary/0"}
+        values = driver.find_elements(By.CSS_SELECTOR, ".true .v.lo")
+        assert values and not values[0].is_displayed()
+        driver.find_element(By.ID, "allvalues").click()  # every value on demand, without colour
+        assert values[0].is_displayed()
+
+        second = _neurons(reported, "rnd")[1]
+        driver.find_element(By.ID, "next").click()
+        assert driver.find_element(By.TAG_NAME, "h1").text == f"Layer {second[0]}, neuron {second[1]}"
+        assert driver.find_element(By.ID, "prev").get_attribute("href").endswith(
+            f"layer{layer:03d}_neuron{neuron:05d}.html")
+    except BaseException:
+        driver.save_screenshot(str(shot))
+        print(f"screenshot of the failing page: {shot}")
+        raise
 
 
 def test_lint_and_slurm_dry_run(finished):

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-COPIED = ["Snakefile", "rules", "scripts", "config", "envs", "profiles", "src"]
+COPIED = ["Snakefile", "rules", "scripts", "config", "envs", "profiles", "src", "report"]
 
 
 def make_workdir(tmp: Path, config: dict, prepared_model: Path | None = None) -> Path:
