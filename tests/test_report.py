@@ -269,3 +269,21 @@ def test_plots_of_a_run_without_scores_say_so(tmp_path):
     path = tmp_path / "scores_by_format.svg"
     write_plots(empty, settings(), None, {"scores_by_format": str(path)})
     assert "no per-neuron scores in this run" in path.read_text()
+
+
+def test_a_page_limit_keeps_the_first_neurons_and_says_so(tmp_path):
+    from autointerp.report.data import read_records
+    from autointerp.report.pages import Report
+
+    data = synthetic_run()
+    path = tmp_path / "s.parquet"
+    data.records.drop("neuron_set").write_parquet(path)
+    first = data.neurons.filter(pl.col("order") < 1)
+    kept = read_records([str(path)], keep=first)
+    assert set(kept.select("layer", "neuron").unique().rows()) == {(3, 7)} and kept.height == 6  # 2 train + 4 valid
+    data.neurons, data.set_sizes = first, {"s": 2}
+    Report(data, settings(max_pages_per_set=1), "limited").write(tmp_path / "site")
+    assert [p.name for p in (tmp_path / "site" / "s").glob("*.html")] == ["layer003_neuron00007.html"]
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "1 of 2 neurons of set s" in index and "layer005_neuron00002" not in index
+    assert "1 of 2 in set s" in (tmp_path / "site" / "s" / "layer003_neuron00007.html").read_text()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -45,9 +45,18 @@ def read_neuron_sets(paths) -> pl.DataFrame:
     return pl.concat(frames).select("neuron_set", "layer", "neuron", pl.col("order").cast(pl.Int32))
 
 
-def read_records(paths) -> pl.DataFrame:
-    return pl.concat([pl.read_parquet(p).with_columns(pl.lit(Path(p).stem).alias("neuron_set"))
-                      for p in _files(paths)])
+def _kept(frame: pl.LazyFrame, keep: pl.DataFrame | None, neuron_set: str) -> pl.LazyFrame:
+    """Only the rows of ``keep``'s neurons of ``neuron_set`` (None: every row); read lazily, so the rest of a
+    large file never sits in memory."""
+    if keep is None:
+        return frame
+    wanted = keep.filter(pl.col("neuron_set") == neuron_set).select("layer", "neuron").lazy()
+    return frame.join(wanted, on=["layer", "neuron"], how="semi")
+
+
+def read_records(paths, keep: pl.DataFrame | None = None) -> pl.DataFrame:
+    return pl.concat([_kept(pl.scan_parquet(p), keep, Path(p).stem)
+                      .with_columns(pl.lit(Path(p).stem).alias("neuron_set")).collect() for p in _files(paths)])
 
 
 def read_activation_stats(manifest_path, neurons: pl.DataFrame) -> tuple[pl.DataFrame, list[float]]:
@@ -103,11 +112,14 @@ def read_prompt_tokens(paths) -> pl.DataFrame:
                                                                   pl.col("prompt_tokens").cast(pl.Int64))
 
 
-def read_simulations(paths) -> pl.DataFrame:
+def read_simulations(paths, keep: pl.DataFrame | None = None) -> pl.DataFrame:
     """The simulator's prediction per token of every valid record (simulations/{set}/{explainer}/{simulator}/{format})."""
     cols = ["layer", "neuron", "sample", "record", "position", "expected_value", "flag"]
-    frames = [_with_fields(pl.read_parquet(p, columns=cols), p, ["neuron_set", "explainer", "simulator"])
-              for p in _files(paths)]
+    names = ["neuron_set", "explainer", "simulator"]
+    frames = []
+    for p in _files(paths):
+        neuron_set = path_fields([p], names)[0]["neuron_set"]
+        frames.append(_with_fields(_kept(pl.scan_parquet(p).select(cols), keep, neuron_set).collect(), p, names))
     return pl.concat(frames) if frames else pl.DataFrame(
         schema={**{c: pl.Int32 for c in ("layer", "neuron", "sample", "record", "position")},
                 "expected_value": pl.Float64, "flag": pl.String, "neuron_set": pl.String, "explainer": pl.String,
@@ -141,7 +153,7 @@ def score_label(metric: str, scorer: str) -> str:
 class RunData:
     """Everything the pages and the export show, as polars frames."""
 
-    neurons: pl.DataFrame  # neuron_set, layer, neuron, order
+    neurons: pl.DataFrame  # neuron_set, layer, neuron, order (with a page limit: the neurons that get pages)
     records: pl.DataFrame
     stats: pl.DataFrame  # STAT_COLUMNS
     quantile_levels: list[float]
@@ -150,21 +162,28 @@ class RunData:
     simulations: pl.DataFrame
     methods: pl.DataFrame
     prompt_tokens: pl.DataFrame
+    set_sizes: dict[str, int] = field(default_factory=dict)  # every set's neuron count (pages may cover fewer)
 
     @classmethod
-    def read(cls, inputs: Mapping[str, object], *, with_simulations: bool = True) -> "RunData":
+    def read(cls, inputs: Mapping[str, object], *, with_simulations: bool = True,
+             max_neurons_per_set: int | None = None) -> "RunData":
         """From a rule's named inputs: neuron_sets, records, activations (the manifest), explanations, prompts,
-        simulations, methods, method_metrics, and one entry per evaluation with per-neuron files."""
-        neurons = read_neuron_sets(inputs["neuron_sets"])
-        stats, levels = read_activation_stats(inputs["activations"], neurons)
+        simulations, methods, method_metrics, and one entry per evaluation with per-neuron files.
+        ``max_neurons_per_set``: keep the first neurons of each set only (their records and simulations are the
+        large parts); the scores, explanations and methods of every neuron are read either way."""
+        everyone = read_neuron_sets(inputs["neuron_sets"])
+        sizes = dict(everyone.group_by("neuron_set").len().iter_rows())
+        neurons = everyone if max_neurons_per_set is None else everyone.filter(pl.col("order") < max_neurons_per_set)
+        keep = None if max_neurons_per_set is None else neurons
+        stats, levels = read_activation_stats(inputs["activations"], everyone)
         evaluation_files = {name: _files(inputs[name]) for name in EVALUATIONS if name in inputs}
         return cls(
-            neurons=neurons, records=read_records(inputs["records"]), stats=stats, quantile_levels=levels,
+            neurons=neurons, records=read_records(inputs["records"], keep), stats=stats, quantile_levels=levels,
             explanations=read_explanations(inputs.get("explanations")),
             scores=read_neuron_scores(evaluation_files),
-            simulations=read_simulations(inputs.get("simulations") if with_simulations else None),
+            simulations=read_simulations(inputs.get("simulations") if with_simulations else None, keep),
             methods=read_methods(inputs.get("methods"), inputs.get("method_metrics")),
-            prompt_tokens=read_prompt_tokens(inputs.get("prompts")),
+            prompt_tokens=read_prompt_tokens(inputs.get("prompts")), set_sizes=sizes,
         )
 
     def neuron_values(self, metric: str) -> pl.DataFrame:

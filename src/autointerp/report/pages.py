@@ -83,6 +83,12 @@ def _rows(df: pl.DataFrame) -> list[dict]:
     return df.to_dicts()
 
 
+def _by_neuron(frame: pl.DataFrame) -> dict[tuple, pl.DataFrame]:
+    if frame.height == 0:
+        return {}
+    return frame.partition_by(["neuron_set", "layer", "neuron"], as_dict=True, maintain_order=True)
+
+
 class Report:
     """Renders the pages of one run from its RunData."""
 
@@ -112,6 +118,11 @@ class Report:
         out_dir = Path(out_dir)
         graphs = {Path(g).parent.name: Path(g) for g in graph_dirs}  # n2g/{set}/graphs
         stats = {(r["layer"], r["neuron"]): r for r in _rows(self.data.stats)}
+        # each frame split by neuron once (a filter per page would rescan it for every page)
+        d = self.data
+        self.parts = {name: _by_neuron(frame) for name, frame in (
+            ("records", d.records), ("explanations", d.explanations), ("scores", d.scores),
+            ("methods", d.methods), ("simulations", d.simulations))}
         pages = 0
         for (neuron_set,), members in self.data.neurons.sort("order").group_by(["neuron_set"], maintain_order=True):
             ids = list(zip(members["layer"].to_list(), members["neuron"].to_list()))
@@ -119,17 +130,22 @@ class Report:
             folder.mkdir(parents=True, exist_ok=True)
             for i, (layer, neuron) in enumerate(ids):
                 html = self.neuron_page(neuron_set, layer, neuron, stats.get((layer, neuron), {}), ids, i,
-                                        graphs.get(neuron_set), folder)
+                                        graphs.get(neuron_set), folder, self.data.set_sizes.get(neuron_set, len(ids)))
                 (folder / neuron_file(layer, neuron)).write_text(html, encoding="utf-8")
                 pages += 1
         plot_entries = self._copy_plots(out_dir, plots)
         (out_dir / "index.html").write_text(self.index_page(plot_entries, tables), encoding="utf-8")
         return {"neuron_pages": pages, "plots": len(plot_entries)}
 
-    def neuron_page(self, neuron_set, layer, neuron, stat: dict, ids, i, graph_dir, folder: Path) -> str:
+    def _part(self, name: str, key: tuple) -> pl.DataFrame:
+        frame = getattr(self.data, name)
+        return self.parts[name].get(key, frame.clear())
+
+    def neuron_page(self, neuron_set, layer, neuron, stat: dict, ids, i, graph_dir, folder: Path,
+                    set_size: int) -> str:
         d = self.data
-        key = (pl.col("neuron_set") == neuron_set) & (pl.col("layer") == layer) & (pl.col("neuron") == neuron)
-        records = d.records.filter(key).sort("split", "position")
+        key = (neuron_set, layer, neuron)
+        records = self._part("records", key).sort("split", "position")
         max_act = float(stat.get("max_activation") or (records["max_activation"][0] if records.height else 0.0))
         first = records.row(0, named=True) if records.height else {}
         quantiles = list(zip(d.quantile_levels, stat.get("quantiles") or []))
@@ -140,8 +156,8 @@ class Report:
                       "cutoff": fmt(first.get("cutoff")) if first.get("cutoff") is not None else "",
                       "cutoff_quantile": first.get("cutoff_quantile")}
 
-        explanations = d.explanations.filter(key).sort("explainer", "format", "sample")
-        scores = d.scores.filter(key)
+        explanations = self._part("explanations", key).sort("explainer", "format", "sample")
+        scores = self._part("scores", key)
         header = ["explainer", "format", "sample", "explanation", *[score_label(m, s) for m, s in self.labels]]
         value_of = {(r["explainer"], r["format"], r["sample"], r["metric"], r["scorer"]): r["value"]
                     for r in _rows(scores)}
@@ -152,7 +168,7 @@ class Report:
                          *[fmt(value_of.get((*k, m, s))) for m, s in self.labels]])
         explanation_table = {"id": "explanations", "header": header, "rows": rows, "numeric": header[4:]}
 
-        methods = d.methods.filter(key).sort("method")
+        methods = self._part("methods", key).sort("method")
         method_header = ["method", "text", "score", "score_top", "score_random", "firing_precision",
                          "firing_recall", "firing_f1"]
         method_table = {"id": "methods", "header": method_header, "numeric": method_header[2:],
@@ -168,7 +184,7 @@ class Report:
                 graphs.append({"src": f"graphs/{svg.name}",
                                "caption": txt.read_text(encoding="utf-8").strip() if txt.exists() else svg.name})
 
-        sims = d.simulations.filter(key)
+        sims = self._part("simulations", key)
         sim_options, sim_rows = [], {}
         for (explainer, simulator, fmt_name, sample), part in sims.sort(
                 "explainer", "simulator", "format", "sample", "record", "position").group_by(
@@ -208,7 +224,7 @@ class Report:
             stats=page_stats, explanations=explanation_table, score_legend=legend, methods=method_table,
             graphs=graphs, sim_options=sim_options, valid_records=valid, train_records=train,
             prev_href=prev_href, prev_label=prev_label, next_href=next_href, next_label=next_label,
-            position=i + 1, total=len(ids))
+            position=i + 1, total=set_size)
 
     @staticmethod
     def _meaning(metric: str) -> str:
@@ -236,6 +252,12 @@ class Report:
                       f"samples); best format: the highest of them.")
         else:
             legend = "No per-neuron score in this run."
+        shown = dict(self.data.neurons.group_by("neuron_set").len().iter_rows())
+        cut = [f"{shown.get(name, 0)} of {size} neurons of set {name}" for name, size in sorted(self.data.set_sizes.items())
+               if shown.get(name, 0) < size]
+        if cut:
+            legend += (" Pages (and this list) cover " + ", ".join(cut) + ", the first in the set's order "
+                       "(config report.max_pages_per_set); the export and the plots have every neuron.")
         peak = {(r["layer"], r["neuron"]): r["max_activation"] for r in _rows(self.data.stats)}
         rows = []
         for n in _rows(self.data.neurons.sort("neuron_set", "order")):

@@ -15,6 +15,7 @@ class ReportSettings(Settings):
     simulator_models: dict[str, str]
     embedder_model: str | None  # the AdaCS embedder's model
     statistics: Statistics  # bootstrap of the plots' intervals (the tables' settings, so they agree)
+    max_pages_per_set: int | None = None  # config report.max_pages_per_set (None: every neuron)
 
     @classmethod
     def from_config(cls, config, wildcards=None) -> "ReportSettings":
@@ -33,4 +34,5 @@ class ReportSettings(Settings):
             simulator_models={k: v["model"] for k, v in (config.get("simulators") or {}).items()},
             embedder_model=embedder["model"] if embedder else None,
             statistics=Statistics.model_validate(config["tables"]),
+            max_pages_per_set=config["report"]["max_pages_per_set"],
         )

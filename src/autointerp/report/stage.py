@@ -21,7 +21,7 @@ def run_neuron_pages(settings: ReportSettings, io: RuleIO) -> dict:
     from autointerp.report.pages import Report, run_label
 
     out = Path(io.output["site"])
-    data = RunData.read(io.input)
+    data = RunData.read(io.input, max_neurons_per_set=settings.max_pages_per_set)
     plots = io.input.get("plots") or []
     tables = [t for t in (io.input.get("tables") or []) if str(t).endswith(".csv")]
     with atomic_dir(out) as tmp:  # never half a site: a failed job leaves the previous one, or nothing
