@@ -9,6 +9,7 @@ import os  # noqa: E402
 import re  # noqa: E402
 
 from autointerp.common.config import ConfigError, run_dirs, run_name, validate_config  # noqa: E402
+from autointerp.common.released import released_path  # noqa: E402
 from autointerp.extract.chunks import CHUNK_PATTERN, config_set_chunks  # noqa: E402
 from autointerp.extract.stage import layer_groups, shard_names  # noqa: E402
 from autointerp.extract.subject_models import EMBEDDED_SMOLLM2  # noqa: E402
@@ -28,6 +29,9 @@ localrules:
     render_puzzle_prompts,
     prepare_human_study,
     cost_estimate,
+    released_file,
+    import_explanations,
+    import_puzzle_explanations,
     report_plots,
     neuron_pages,
     export,
@@ -38,20 +42,63 @@ localrules:
     table5,
     table6,
     n2g_table,
+    table_imported,
+    paper_comparison,
 
 
 validate_config(config, Path(workflow.basedir) / "config" / "config.schema.yaml")
 for _name, _spec in config["prompt_formats"].items():
     resolve_format(_name, _spec)  # unknown formats / bad variant fields fail at start-up
 
+
+def _file_specs():
+    """Every config entry that names a file (path, or one of the paper's released files)."""
+    yield from (s for s in config["neuron_sets"].values() if s["kind"] == "csv")
+    yield from (s for s in ((config.get("adacs") or {}).get("references") or {}).values() if s["kind"] == "csv")
+    yield from (s for s in ((config.get("puzzles") or {}).get("sets") or {}).values() if s["source"] == "file")
+    for _imported in config["imported_explanations"].values():
+        yield from (_imported.get("neuron_sets") or {}).values()
+        yield from (_imported.get("puzzle_sets") or {}).values()
+
+
+# A released file ({released: name}) is read from data/released/<name>, which rule released_file fills from
+# released_dir or a pinned download (autointerp.common.released): every reader then sees a plain path.
+RELEASED = set()
+for _spec in _file_specs():
+    if _spec.get("released"):
+        try:
+            _spec["path"] = released_path(_spec["released"])
+        except ValueError as _exc:
+            raise ConfigError(str(_exc)) from None
+        RELEASED.add(_spec["released"])
+
 SUBJECT = config["subject"]["id"]
 CORPUS = config["corpus"]["id"]
 NEURON_SETS = sorted(config["neuron_sets"])
 FORMATS = sorted(config["prompt_formats"])
 EXPLAINERS = sorted(config["explainers"])
+if not EXPLAINERS and not config["imported_explanations"]:
+    raise ConfigError("the config has no explainers and no imported_explanations: add one of them (config/README.md)")
 SIMULATORS = sorted(config.get("simulators") or {})
 # Reference explainers (role: reference) only produce baseline explanations (e.g. for AdaCS); they are not ranked.
-COMPARED = [e for e in EXPLAINERS if config["explainers"][e].get("role", "compared") == "compared"]
+GENERATED = [e for e in EXPLAINERS if config["explainers"][e].get("role", "compared") == "compared"]
+# Imported explanations (imported_explanations: files, no explainer) are compared like generated ones.
+IMPORTED = sorted(config["imported_explanations"])
+COMPARED = GENERATED + IMPORTED
+for _name in IMPORTED:
+    _spec = config["imported_explanations"][_name]
+    if _name in EXPLAINERS:
+        raise ConfigError(f"imported_explanations.{_name}: the name is also an explainer's; rename one of them")
+    for _what, _known, _key in (("neuron set", NEURON_SETS, "neuron_sets"),
+                                ("puzzle set", sorted((config.get("puzzles") or {}).get("sets") or {}), "puzzle_sets")):
+        for _set in _spec.get(_key) or {}:
+            if _set not in _known:
+                raise ConfigError(f"imported_explanations.{_name}.{_key}.{_set}: no such {_what} (configured: "
+                                  f"{', '.join(_known) or 'none'}); add it to the config or fix the name")
+    for _fmt in _spec.get("formats") or []:
+        if _fmt not in FORMATS:
+            raise ConfigError(f"imported_explanations.{_name}.formats: {_fmt!r} is not a configured prompt format "
+                              f"({', '.join(FORMATS)})")
 
 
 # Runs: each config writes its results, logs and benchmarks under its own name (autointerp.common.config.run_dirs;
@@ -71,7 +118,16 @@ for _target in sys.argv[1:]:
 
 
 def explainer_formats(name):
-    return sorted(config["explainers"][name].get("formats") or FORMATS)
+    spec = config["imported_explanations"].get(name) or config["explainers"][name]
+    return sorted(spec.get("formats") or FORMATS)
+
+
+def explainer_sets(name, key="neuron_sets"):
+    """The neuron sets (``key="puzzle_sets"``: puzzle sets) an explainer's explanations cover: every configured
+    one for a generated explainer, the files' sets for imported explanations."""
+    if name in config["imported_explanations"]:
+        return sorted(config["imported_explanations"][name].get(key) or {})
+    return NEURON_SETS if key == "neuron_sets" else PUZZLE_SETS
 
 
 # The embedded engine reuses the subject's prepared folder when the subject is the embedded model.
@@ -181,23 +237,27 @@ def records_inputs(wildcards):
 
 
 def neuron_set_inputs(wildcards):
+    """A csv set is checked against the model's shape (known or configured) without activations, so a run that
+    only compares imported explanations of GPT-2 XL neurons never extracts them."""
+    from autointerp.extract.subject_models import model_shape
+
     spec = config["neuron_sets"][wildcards.neuron_set]
-    inputs = {"activations": activations_dir()}
     if spec["kind"] == "csv":
-        inputs["csv"] = spec["path"]
-    return inputs
+        return {"csv": spec["path"]} | ({} if model_shape(config["subject"]) else {"activations": activations_dir()})
+    return {"activations": activations_dir()}
 
 
 def one_of(names):
-    """A wildcard constraint matching exactly the configured names."""
-    return "|".join(re.escape(n) for n in names)
+    """A wildcard constraint matching exactly the configured names (nothing at all for none)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
-def _per_explainer(pattern, explainers, **more):
+def _per_explainer(pattern, explainers, sets=None, **more):
     return [
         path
         for e in explainers
-        for path in expand(pattern, explainer=e, format=explainer_formats(e), neuron_set=NEURON_SETS, **more)
+        for path in expand(pattern, explainer=e, format=explainer_formats(e),
+                           neuron_set=[s for s in explainer_sets(e) if sets is None or s in sets], **more)
     ]
 
 
@@ -206,14 +266,14 @@ def prompt_files(wildcards=None):
 
 
 def compared_prompt_files(wildcards=None):
-    return _per_explainer(f"{RUN}/prompts/{{neuron_set}}/{{explainer}}/{{format}}.jsonl", COMPARED)
+    return _per_explainer(f"{RUN}/prompts/{{neuron_set}}/{{explainer}}/{{format}}.jsonl", GENERATED)
 
 
 def explanation_files(wildcards=None, folder="explanations"):
     """Compared explainers on every neuron set; reference explainers only where an AdaCS reference uses them
     (``folder="prompts"``: the prompt files those explanations come from)."""
     pattern = f"{RUN}/{folder}/{{neuron_set}}/{{explainer}}/{{format}}.jsonl"
-    files = _per_explainer(pattern, COMPARED)
+    files = _per_explainer(pattern, COMPARED if folder == "explanations" else GENERATED)
     for name in NEURON_SETS:
         spec = (config.get("adacs") or {}).get("references", {}).get(name)
         if spec and spec["kind"] == "explainer":
@@ -227,16 +287,17 @@ def explained_prompt_files(wildcards=None):
     return explanation_files(folder="prompts")
 
 
-def _per_puzzle_set(pattern):
+def _per_puzzle_set(pattern, explainers=None):
     return [
         path
-        for e in COMPARED
-        for path in expand(pattern, explainer=e, format=explainer_formats(e), puzzle_set=PUZZLE_SETS)
+        for e in (COMPARED if explainers is None else explainers)
+        for path in expand(pattern, explainer=e, format=explainer_formats(e),
+                           puzzle_set=[p for p in explainer_sets(e, "puzzle_sets") if p in PUZZLE_SETS])
     ]
 
 
 def puzzle_prompt_files(wildcards=None):
-    return _per_puzzle_set(f"{R}/puzzles/{{puzzle_set}}/prompts/{{explainer}}/{{format}}.jsonl")
+    return _per_puzzle_set(f"{R}/puzzles/{{puzzle_set}}/prompts/{{explainer}}/{{format}}.jsonl", GENERATED)
 
 
 def paid_gate(section, name=None):
@@ -288,12 +349,7 @@ def reference_inputs(wildcards):
 
 
 def similarity_files(wildcards=None):
-    return [
-        path
-        for e in COMPARED
-        for path in expand(f"{RUN}/similarity/{{neuron_set}}/{{explainer}}/{{format}}.parquet", explainer=e,
-                           format=explainer_formats(e), neuron_set=ADACS_SETS)
-    ]
+    return _per_explainer(f"{RUN}/similarity/{{neuron_set}}/{{explainer}}/{{format}}.parquet", COMPARED, ADACS_SETS)
 
 
 def puzzle_set_inputs(wildcards):
@@ -356,6 +412,25 @@ def simulation_files(wildcards=None):
                           COMPARED, simulator=SIMULATORS)
 
 
+def imported_usage_files(wildcards=None):
+    """Every import job's usage file (their counts make Table "imported")."""
+    neurons = _per_explainer(f"{RUN}/usage/import/{{neuron_set}}/{{explainer}}/{{format}}.json", IMPORTED)
+    return neurons + _per_puzzle_set(f"{R}/puzzles/{{puzzle_set}}/usage/import/{{explainer}}/{{format}}.json",
+                                     IMPORTED)
+
+
+def released_source(wildcards):
+    """The local copy of a released file when released_dir holds it (checked against the pinned sha256)."""
+    local = Path(config["released_dir"] or "") / wildcards.name
+    return [str(local)] if config["released_dir"] and local.is_file() else []
+
+
+def imported_file(wildcards):
+    spec = config["imported_explanations"][wildcards.explainer]
+    key = "puzzle_sets" if hasattr(wildcards, "puzzle_set") else "neuron_sets"
+    return spec[key][getattr(wildcards, "puzzle_set", None) or wildcards.neuron_set]["path"]
+
+
 def report_tables(wildcards=None):
     """Every table of the run, for the report's index."""
     tables = evaluation_tables() + companion_tables()
@@ -365,14 +440,24 @@ def report_tables(wildcards=None):
 
 
 def companion_tables(wildcards=None):
-    """Tables that are not ranked but that the main command should leave behind."""
-    tables = [f"{R}/table1.csv", f"{R}/cost_estimate.csv"]
+    """Tables that are not ranked but that the main command should leave behind (Table 1 and the cost estimate
+    need rendered prompts: a run of imported explanations only has none)."""
+    tables = [f"{R}/table1.csv", f"{R}/cost_estimate.csv"] if GENERATED else []
+    tables += [f"{R}/table_imported.csv"] if IMPORTED else []
+    tables += [f"{R}/table_paper.csv"] if config.get("paper_reported") else []
     return tables + ([f"{R}/table_n2g.csv"] if N2G.get("enabled", False) else [])
 
 
+# Records (and so the subject's activations) are needed only by prompts, simulation, N2G and top-token
+# references: a run of imported explanations with AdaCS and puzzles needs no subject model at all.
+NEEDS_RECORDS = bool(GENERATED or SIMULATORS or N2G.get("enabled", False)
+                     or any(s["kind"] == "top_tokens" for s in (ADACS.get("references") or {}).values()))
+
+
 def all_targets():
-    targets = [f"{R}/table1.csv", f"{R}/cost_estimate.csv"] + explanation_files()
-    targets += [f"{R}/report", *expand(f"{R}/export/{{neuron_set}}.parquet", neuron_set=NEURON_SETS)]
+    targets = companion_tables() + explanation_files()
+    if NEEDS_RECORDS:
+        targets += [f"{R}/report", *expand(f"{R}/export/{{neuron_set}}.parquet", neuron_set=NEURON_SETS)]
     return targets + ([f"{R}/table6.csv"] if evaluation_tables() else [])
 
 

@@ -12,6 +12,8 @@ rule explain:
         explanations=f"{R}/{{subject}}/{{corpus}}/explanations/{{neuron_set}}/{{explainer}}/{{format}}{CH}.jsonl",
         failures=f"{R}/{{subject}}/{{corpus}}/explanations/{{neuron_set}}/{{explainer}}/{{format}}{CH}.failures.jsonl",
         usage=f"{R}/{{subject}}/{{corpus}}/usage/explain/{{neuron_set}}/{{explainer}}/{{format}}{CH}.json",
+    wildcard_constraints:
+        explainer=one_of(EXPLAINERS),
     params:
         settings=stage_settings(ExplainSettings),
     log:
@@ -41,9 +43,70 @@ if CHUNKED:
         output:
             explanations=f"{R}/{{subject}}/{{corpus}}/explanations/{{neuron_set}}/{{explainer}}/{{format}}.jsonl",
             failures=f"{R}/{{subject}}/{{corpus}}/explanations/{{neuron_set}}/{{explainer}}/{{format}}.failures.jsonl",
+        wildcard_constraints:
+            explainer=one_of(EXPLAINERS),
         log:
             f"{LOGS}/{{subject}}/{{corpus}}/explain/{{neuron_set}}/{{explainer}}/{{format}}.log",
         conda:
             "../envs/pipeline.yaml"
         script:
             "../scripts/explain/gather_explanations.py"
+
+
+# Imported explanations (imported_explanations): files written by someone else's explainer, turned into the same
+# explanations files as rule explain writes, so every evaluation and table reads them unchanged.
+
+
+rule released_file:
+    input:
+        released_source,
+    output:
+        "data/released/{name}",
+    wildcard_constraints:
+        name=one_of(RELEASED),
+    log:
+        "logs/released/{name}.log",
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../scripts/explain/released_file.py"
+
+
+rule import_explanations:
+    input:
+        file=imported_file,
+        neurons=f"{R}/{{subject}}/{{corpus}}/neuron_sets/{{neuron_set}}.csv",
+    output:
+        explanations=f"{R}/{{subject}}/{{corpus}}/explanations/{{neuron_set}}/{{explainer}}/{{format}}.jsonl",
+        failures=f"{R}/{{subject}}/{{corpus}}/explanations/{{neuron_set}}/{{explainer}}/{{format}}.failures.jsonl",
+        usage=f"{R}/{{subject}}/{{corpus}}/usage/import/{{neuron_set}}/{{explainer}}/{{format}}.json",
+    wildcard_constraints:
+        explainer=one_of(IMPORTED),
+    params:
+        settings=stage_settings(ExplainSettings),
+    log:
+        f"{LOGS}/{{subject}}/{{corpus}}/import/{{neuron_set}}/{{explainer}}/{{format}}.log",
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../scripts/explain/import_explanations.py"
+
+
+rule import_puzzle_explanations:
+    input:
+        file=imported_file,
+        puzzles=f"{R}/puzzles/{{puzzle_set}}/puzzles.json",
+    output:
+        explanations=f"{R}/puzzles/{{puzzle_set}}/explanations/{{explainer}}/{{format}}.jsonl",
+        failures=f"{R}/puzzles/{{puzzle_set}}/explanations/{{explainer}}/{{format}}.failures.jsonl",
+        usage=f"{R}/puzzles/{{puzzle_set}}/usage/import/{{explainer}}/{{format}}.json",
+    wildcard_constraints:
+        explainer=one_of(IMPORTED),
+    params:
+        settings=stage_settings(ExplainSettings),
+    log:
+        f"{LOGS}/puzzles/{{puzzle_set}}/import/{{explainer}}/{{format}}.log",
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../scripts/explain/import_explanations.py"

@@ -12,9 +12,9 @@ wildcard_constraints:
     corpus=CORPUS,
     neuron_set=one_of(NEURON_SETS),
     format=one_of(FORMATS),
-    explainer=one_of(EXPLAINERS),
-    simulator=one_of(SIMULATORS) if SIMULATORS else "(?!)",
-    puzzle_set=one_of(PUZZLE_SETS) if PUZZLE_SETS else "(?!)",
+    explainer=one_of(EXPLAINERS + IMPORTED),
+    simulator=one_of(SIMULATORS),
+    puzzle_set=one_of(PUZZLE_SETS),
     shard=one_of(SHARDS),
     layer_group=one_of(LAYER_GROUPS),
     chunk=CHUNK_PATTERN,
@@ -123,7 +123,7 @@ rule neuron_set:
     output:
         f"{R}/{{subject}}/{{corpus}}/neuron_sets/{{neuron_set}}.csv",
     params:
-        settings=stage_settings(ExtractSettings, "neuron_set"),
+        settings=stage_settings(ExtractSettings, "neuron_set", "shape"),
     log:
         f"{LOGS}/{{subject}}/{{corpus}}/neuron_sets/{{neuron_set}}.log",
     conda:

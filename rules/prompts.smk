@@ -8,6 +8,8 @@ rule render_prompts:
         records=f"{R}/{{subject}}/{{corpus}}/records/{{neuron_set}}{CH}.parquet",
     output:
         f"{R}/{{subject}}/{{corpus}}/prompts/{{neuron_set}}/{{explainer}}/{{format}}{CH}.jsonl",
+    wildcard_constraints:
+        explainer=one_of(EXPLAINERS),
     params:
         settings=stage_settings(PromptSettings),
     log:

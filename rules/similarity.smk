@@ -50,6 +50,8 @@ rule render_puzzle_prompts:
         f"{R}/puzzles/{{puzzle_set}}/puzzles.json",
     output:
         f"{R}/puzzles/{{puzzle_set}}/prompts/{{explainer}}/{{format}}.jsonl",
+    wildcard_constraints:
+        explainer=one_of(EXPLAINERS),
     params:
         settings=stage_settings(PromptSettings),
     log:
@@ -69,6 +71,8 @@ rule explain_puzzles:
         explanations=f"{R}/puzzles/{{puzzle_set}}/explanations/{{explainer}}/{{format}}.jsonl",
         failures=f"{R}/puzzles/{{puzzle_set}}/explanations/{{explainer}}/{{format}}.failures.jsonl",
         usage=f"{R}/puzzles/{{puzzle_set}}/usage/explain/{{explainer}}/{{format}}.json",
+    wildcard_constraints:
+        explainer=one_of(EXPLAINERS),
     params:
         settings=stage_settings(ExplainSettings),
     log:

@@ -135,3 +135,37 @@ rule table6:
         "../envs/pipeline.yaml"
     script:
         "../scripts/tables/table6.py"
+
+
+rule table_imported:
+    # What each imported file covers and what can be computed from it (docs/imported.md).
+    input:
+        usage=imported_usage_files,
+        similarity=lambda w: _per_explainer(f"{RUN}/similarity/{{neuron_set}}/{{explainer}}/{{format}}.parquet",
+                                            IMPORTED, ADACS_SETS),
+        scores=lambda w: _per_explainer(f"{RUN}/scores/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}.parquet",
+                                        IMPORTED, simulator=SIMULATORS),
+    output:
+        report(f"{R}/table_imported.csv", category="Tables"),
+    log:
+        f"{LOGS}/table_imported.log",
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../scripts/tables/table_imported.py"
+
+
+rule paper_comparison:
+    # This run's Tables 3 and 4 beside the values a paper reports (config paper_reported), with rank agreement.
+    input:
+        table3=f"{R}/table3.csv" if ADACS_SETS else [],
+        table4=f"{R}/table4.csv" if PUZZLE_SETS else [],
+        reported=config.get("paper_reported") or [],
+    output:
+        report(f"{R}/table_paper.csv", category="Tables"),
+    log:
+        f"{LOGS}/table_paper.log",
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../scripts/tables/paper_comparison.py"

@@ -47,11 +47,20 @@ def clean_explanation(raw: str) -> str | None:
     return text
 
 
+class ImportedPart(Settings):
+    """imported_explanations.<name> for one job: who wrote the explanations and how the file names its columns."""
+
+    model: str
+    formats: list[str] | None = None
+    columns: dict[str, str] | None = None
+
+
 class ExplainSettings(Settings):
-    """One explainer's settings for one job (neuron prompts or puzzle prompts)."""
+    """One explainer's settings for one job (neuron prompts or puzzle prompts), or an import's (``imported``)."""
 
     explainer: str
-    role: ExplainerRole
+    role: ExplainerRole | None = None  # None for imported explanations
+    imported: ImportedPart | None = None
     samples: int  # the role's samples; puzzles.samples for puzzle prompts
     max_extra_samples: int
     max_invalid_fraction: float
@@ -61,9 +70,15 @@ class ExplainSettings(Settings):
     @classmethod
     def from_config(cls, config, wildcards) -> "ExplainSettings":
         name = wildcards["explainer"]
+        llm = config["llm"]
+        if name in (config.get("imported_explanations") or {}):
+            spec = config["imported_explanations"][name]
+            part = ImportedPart(model=spec["model"], formats=spec.get("formats"), columns=spec.get("columns"))
+            return cls(explainer=name, imported=part, samples=1, max_extra_samples=0,
+                       max_invalid_fraction=llm["max_invalid_fraction"], max_failed_fraction=0.0,
+                       cache_dir=llm["cache_dir"])
         role = ExplainerRole.model_validate(config["explainers"][name])
         samples = config["puzzles"]["samples"] if "puzzle_set" in wildcards else role.samples
-        llm = config["llm"]
         return cls(explainer=name, role=role, samples=samples, max_extra_samples=llm["max_extra_samples"],
                    max_invalid_fraction=llm["max_invalid_fraction"],
                    max_failed_fraction=llm["max_failed_fraction"], cache_dir=llm["cache_dir"])
@@ -191,3 +206,49 @@ def run_explain_job(settings: ExplainSettings, io: RuleIO) -> dict:
     write_jsonl(out_path, sorted(outcome.lines, key=lambda r: (r["layer"], r["neuron"], r["sample"])))
     atomic_write_text(usage_path, json.dumps({"totals": summary, "calls": calls}, indent=1, sort_keys=True) + "\n")
     return summary
+
+
+def run_import_explanations(settings: ExplainSettings, io: RuleIO) -> dict:
+    """Rules import_explanations / import_puzzle_explanations: one format of an imported file, written as an
+    explanations file (autointerp.explain.imported), its empty cells as the failures file, counts as usage."""
+    from autointerp.explain.imported import read_neuron_explanations, read_puzzle_explanations
+
+    fmt, part = io.wildcards["format"], settings.imported
+    if "puzzles" in io.input:
+        puzzles = json.loads(open(io.input["puzzles"], encoding="utf-8").read())
+        result = read_puzzle_explanations(io.input["file"], [fmt], model=part.model, columns=part.columns,
+                                          puzzles=[(p["name"], p["explanation"]) for p in puzzles.values()])
+        what = "puzzles"
+    else:
+        from autointerp.extract.neuron_sets import read_neuron_set
+
+        result = read_neuron_explanations(io.input["file"], [fmt], model=part.model, columns=part.columns,
+                                          neurons=read_neuron_set(io.input["neurons"]))
+        what = "neurons"
+    lines, failures = result.lines[fmt], result.failures[fmt]
+    totals = {**result.counts, "explanations": len(lines), "empty_cells": len(failures), "file": io.input["file"],
+              "model": part.model}
+    explained = len({(x["layer"], x["neuron"]) for x in lines})
+    console(f"{job_label(io)}: {explained} {what} from {io.input['file']}; {len(failures)} empty cells, "
+            f"{result.counts['missing']} {what} of the set not in the file"
+            + (f", {result.counts['not_in_set']} rows outside the set" if result.counts["not_in_set"] else ""))
+    unusable = result.counts["explained"] - explained
+    if result.counts["explained"] and unusable / result.counts["explained"] > settings.max_invalid_fraction:
+        raise ExplainError(f"{io.input['file']}: {unusable} of {result.counts['explained']} {what} have an empty "
+                           f"{fmt} cell (limit llm.max_invalid_fraction = {settings.max_invalid_fraction:.0%}); "
+                           f"the cells are listed in the log")
+    write_jsonl(io.output["failures"], failures)
+    write_jsonl(io.output["explanations"], lines)
+    atomic_write_text(io.output["usage"], json.dumps({"totals": totals}, indent=1, sort_keys=True) + "\n")
+    return totals
+
+
+def run_released_file(settings: None, io: RuleIO) -> dict:
+    """Rule released_file: the pinned bytes of one of the paper's released files (autointerp.common.released),
+    from the local copy the rule lists (released_dir) or downloaded."""
+    from pathlib import Path
+
+    from autointerp.common.released import fetch_released
+
+    local = str(Path(io.inputs[0]).parent) if io.inputs else None
+    return fetch_released(io.wildcards["name"], io.outputs[0], local)

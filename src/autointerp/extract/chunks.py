@@ -11,6 +11,8 @@ the extracted layers gets jobs (some may be empty), and each reads the set's CSV
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import functools
 import json
 from typing import Any
@@ -38,6 +40,8 @@ def static_neurons(spec: dict, subject: dict) -> list[tuple[int, int]] | None:
     shape = model_shape(subject)
     layers = subject.get("layers", "all")
     if spec["kind"] == "csv":
+        if spec.get("released") and not Path(spec["path"]).exists():
+            return None  # a released file not fetched yet (rule released_file): its jobs read the set's CSV
         n_layers, d_mlp = shape or (10**6, 10**9)  # unknown shape: the neuron_set job checks the ranges
         rows = read_csv_neurons(spec["path"], n_layers, d_mlp, None if layers == "all" else list(layers))
         return sorted((r["layer"], r["neuron"]) for r in rows)

@@ -41,20 +41,25 @@ class ExtractSettings(Settings):
     extraction: ActivationPart | None = None
     records: RecordPart | None = None
     neuron_set: dict[str, Any] | None = None  # neuron_sets.<name>
+    shape: dict[str, Any] | None = None  # n_layers, d_mlp (subject_models.model_shape) and the listed layers, or None
     chunk: dict[str, Any] | None = None  # records of one chunk (autointerp.extract.chunks.chunk_params)
 
     @classmethod
     def from_config(cls, config, wildcards) -> "ExtractSettings":
         from autointerp.extract.chunks import chunk_params
-        from autointerp.extract.subject_models import EMBEDDED_SMOLLM2
+        from autointerp.extract.subject_models import EMBEDDED_SMOLLM2, model_shape
 
         subject = config["subject"]
+        shape = model_shape(subject)
         model_id = wildcards.get("model_id", subject["id"])
         name = wildcards.get("neuron_set")
         return cls(model=subject["model"] if model_id == subject["id"] else EMBEDDED_SMOLLM2,
                    subject=subject_part(subject), corpus=config["corpus"],
                    extraction=config["extraction"], records=config["records"],
                    neuron_set=config["neuron_sets"][name] if name else None,
+                   shape={"n_layers": shape[0], "d_mlp": shape[1],
+                          "layers": subject["layers"] if isinstance(subject["layers"], list) else None}
+                   if shape else None,
                    chunk=chunk_params(config, name, wildcards["chunk"]) if "chunk" in wildcards else None)
 
 
@@ -104,9 +109,14 @@ def run_activations_manifest(settings: ExtractSettings, io: RuleIO) -> dict:
 
 def run_neuron_set(settings: ExtractSettings, io: RuleIO) -> dict:
     from autointerp.extract.activations import layer_shards
-    from autointerp.extract.neuron_sets import select_neurons, write_neuron_set
+    from autointerp.extract.neuron_sets import read_csv_neurons, select_neurons, write_neuron_set
 
-    rows = select_neurons(dict(settings.neuron_set), layer_shards(io.input["activations"]))
+    spec = dict(settings.neuron_set)
+    if "activations" in io.input:
+        rows = select_neurons(spec, layer_shards(io.input["activations"]))
+    else:  # a csv set of a model whose shape is known: checked without extracting anything
+        shape = settings.shape
+        rows = read_csv_neurons(spec["path"], shape["n_layers"], shape["d_mlp"], shape["layers"])
     write_neuron_set(rows, io.outputs[0])
     return {"neurons": len(rows)}
 

@@ -14,12 +14,9 @@ a sentence is a list of items, each a plain token string (activation 0) or ``[to
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import json
 import logging
 import math
-import os
 import random
 import re
 import urllib.request
@@ -28,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from autointerp.common.records import ActivationRecord
-from autointerp.common.io import atomic_path, atomic_write_text
+from autointerp.common.io import atomic_write_text
 
 log = logging.getLogger("autointerp.similarity.puzzles")
 
@@ -157,10 +154,6 @@ OFFICIAL_SHA256 = "4236e8a4207886b6053376a261ac909e7ccb8fa1d8aeaf699521c7f42253a
 OFFICIAL_FILENAME = "puzzles.json"
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no", "off")
-
-
 def _download(url: str, timeout: float) -> bytes:
     """The only network access of this module (tests replace it)."""
     with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - fixed https URL
@@ -168,32 +161,16 @@ def _download(url: str, timeout: float) -> bytes:
 
 
 def fetch_official_puzzles(cache_dir, *, timeout: float = 30.0) -> Path:
-    """Return the path of the official puzzles.json in ``cache_dir``, downloading it once if needed.
+    """Return the path of the official puzzles.json in ``cache_dir``, downloading it once if needed
+    (autointerp.common.pinned: checked against ``OFFICIAL_SHA256`` before it is cached and whenever it is reused)."""
+    from autointerp.common.pinned import fetch_pinned
 
-    The bytes are checked against ``OFFICIAL_SHA256`` before they are cached and again whenever the cache is
-    reused, so a stale or tampered cache is never trusted (a bad cached copy is downloaded again)."""
-    url, expected = OFFICIAL_URL, OFFICIAL_SHA256
     target = Path(cache_dir) / OFFICIAL_FILENAME
-    if target.is_file():
-        if hashlib.sha256(target.read_bytes()).hexdigest() == expected:
-            return target
-        log.warning("cached %s does not match the pinned sha256; downloading it again", target)
-    hint = (f"Download {url} yourself (or copy the file from a checkout of {OFFICIAL_REPO}) and pass its local "
-            f"path to load_puzzles(path), or place it at {target}.")
-    if _offline():
-        raise PuzzleFetchError(f"HF_HUB_OFFLINE is set, so the official puzzles are not downloaded. {hint}")
-    try:
-        data = _download(url, timeout)
-    except (OSError, http.client.HTTPException) as exc:  # URLError and timeouts are OSErrors
-        raise PuzzleFetchError(f"could not download the official puzzles ({exc}). {hint}") from exc
-    got = hashlib.sha256(data).hexdigest()
-    if got != expected:
-        raise PuzzleChecksumError(
-            f"{url}: sha256 mismatch: expected {expected}, got {got} ({len(data)} bytes); nothing was cached. "
-            f"The download was corrupted or the source changed. {hint}")
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(data)
-    return target
+    hint = (f"Download {OFFICIAL_URL} yourself (or copy the file from a checkout of {OFFICIAL_REPO}) and pass its "
+            f"local path to load_puzzles(path), or place it at {target}.")
+    return fetch_pinned(OFFICIAL_URL, OFFICIAL_SHA256, target, hint=hint, download=_download,
+                        fetch_error=PuzzleFetchError, checksum_error=PuzzleChecksumError,
+                        what="the official puzzles file", timeout=timeout)
 
 
 # ------------------------------------------------------------------------------------------- rules

@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Iterable
 
 from autointerp.common.io import atomic_write_text
+from autointerp.common.pinned import offline as is_offline_env
 
 NEURONVIEWER_BASE = "https://openaipublic.blob.core.windows.net/neuron-explainer/data/explanations"
 OFFLINE_ENV = "HF_HUB_OFFLINE"
-_TRUE = {"1", "true", "yes", "on"}
 
 Key = tuple[int, int]
 
@@ -145,10 +145,6 @@ def parse_neuronviewer(text: str, layer: int, neuron: int) -> Baseline:
     return Baseline(int(layer), int(neuron), explanation, score, "neuronviewer")
 
 
-def is_offline() -> bool:
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in _TRUE
-
-
 def _cache_path(cache_dir, layer: int, neuron: int) -> Path:
     return Path(cache_dir) / str(int(layer)) / f"{int(neuron)}.jsonl"
 
@@ -164,7 +160,7 @@ def fetch_neuronviewer(layer: int, neuron: int, cache_dir, *, offline: bool | No
     url = neuronviewer_url(layer, neuron, base)
     hint = ("provide the reference explanations as a CSV with columns layer,neuron,explanation[,score] "
             "(e.g. the SEED inputs/neurons_to_evaluate.csv) instead, or place the file at " + str(path))
-    if offline if offline is not None else is_offline():
+    if offline if offline is not None else is_offline_env():
         raise NeuronViewerUnavailable(f"offline ({OFFLINE_ENV}=1): cannot download {url}; {hint}")
     try:
         req = urllib.request.Request(url, headers={"User-Agent": "autointerp"})

@@ -41,6 +41,8 @@ class ReferenceSpec(Settings):
     format: str
     sample: int
     path: str | None = None
+    released: str | None = None  # the released file that path holds (rules/common.smk resolves it)
+    column: str = "explanation"  # csv: the column with the reference explanations
     cache_dir: str | None = None
     n_tokens: int
 
@@ -81,7 +83,7 @@ def load_references(spec: ReferenceSpec, *, neurons: list[tuple[int, int]], refe
     if spec.kind == "explainer":
         return load_reference_explainer(reference_files, format=spec.format, sample=spec.sample)
     if spec.kind == "csv":
-        return as_texts(load_csv_baselines(spec.path))
+        return as_texts(load_csv_baselines(spec.path, column=spec.column))
     return as_texts(fetch_neuronviewer_many(neurons, spec.cache_dir or ".cache/neuronviewer"))
 
 
