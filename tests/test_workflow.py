@@ -34,7 +34,7 @@ def finished(tmp_path_factory, embedded_model_dir, server):
     config = tiny_config(**loopback_roles(server.base_url))
     config["extraction"].update(shards=3, layers_per_merge=1)
     work = make_workdir(tmp_path_factory.mktemp("run"), config, embedded_model_dir)
-    proc = snakemake(work, "--cores", "2", "results/table6.csv")
+    proc = snakemake(work, "--cores", "2", "all")  # the main command: every table, the report and the export
     assert proc.returncode == 0, proc.stderr[-4000:]
     (work / "console.txt").write_text(proc.stdout + proc.stderr)
     return work
@@ -280,10 +280,7 @@ def test_every_written_column_is_documented(reported):
 
 @pytest.fixture(scope="module")
 def reported(finished):
-    proc = snakemake(finished, "--cores", "2", "results/report", "export")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    (finished / "report_console.txt").write_text(proc.stdout + proc.stderr)
-    return finished
+    return finished  # rule all (the main command) builds the report and the export with the tables
 
 
 def _neurons(work, neuron_set) -> list[tuple[int, int]]:
@@ -323,7 +320,7 @@ def _by_neuron(path, key="format") -> dict:
 def test_report_pages_and_export_show_the_runs_explanations_and_scores(reported):
     run = reported / "results" / "smol" / "pydocs"
     site = reported / "results" / "report"
-    console = (reported / "report_console.txt").read_text()
+    console = (reported / "console.txt").read_text()
     assert "neuron_pages: 5 neuron pages; open results/report/index.html" in console
     index = (site / "index.html").read_text()
     for neuron_set in ("rnd", "top"):
@@ -541,7 +538,8 @@ def test_new_prompt_variant_schedules_only_its_jobs(finished, tmp_path):
         assert jobs.pop(rule) == n_puzzle_sets * n_compared, rule
     assert jobs.pop("all") == 1
     assert jobs.pop("cost_estimate") == 1
-    assert set(jobs) == {"table1", "table2", "table3", "table4", "table6"}, jobs  # only the aggregations follow
+    # only the aggregations follow: the tables, the report's plots and pages, the export
+    assert set(jobs) == {"table1", "table2", "table3", "table4", "table6", "report_plots", "neuron_pages", "export"}, jobs
 
 
 def test_chunked_run_gathers_the_same_tables_and_grows_by_chunk(finished, tmp_path):

@@ -121,3 +121,10 @@ def test_paper_comparison_ranks_and_kendall_tau(run):
     assert "Kendall tau" in (work / "console.txt").read_text()
     gpt4 = next(r for r in rows if r["kind"] == "agreement" and r["table"] == "3" and r["explainer"] == "gpt-4")
     assert gpt4["kendall_tau"] in ("", "nan") and "fewer than 2 formats" in gpt4["note"]  # nothing reported
+
+
+def test_every_written_column_is_documented(run):
+    from workflow_utils import undocumented_columns
+
+    work, _ = run
+    assert undocumented_columns(work / "results", ROOT / "docs") == {}
