@@ -153,7 +153,9 @@ def written_columns(results_dir: Path) -> dict[str, list[str]]:
         rel = path.relative_to(results_dir)
         if path.suffix == ".csv":
             with open(path, newline="", encoding="utf-8") as fh:
-                out[str(rel)] = next(csv.reader(fh), [])
+                header = next(csv.reader(fh), [])
+            # a csv neuron set keeps its source file's other columns as they are (documented as pass-through)
+            out[str(rel)] = header[:2] if "neuron_sets" in rel.parts else header
         elif path.suffix == ".parquet":
             out[str(rel)] = pq.read_schema(path).names
         elif path.suffix == ".jsonl" and "explanations" in rel.parts:
