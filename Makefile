@@ -45,7 +45,7 @@ run: setup
 	$(BIN)/snakemake --cores $(CORES) $(TARGET)
 
 test: setup browser-packages
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 lint: setup
 	$(BIN)/snakemake --lint
