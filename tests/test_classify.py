@@ -1,0 +1,107 @@
+"""Detection and fuzzing scorers' core: held-out examples (no leakage), prompts, strict parsing, metrics and
+chance floors; scripted perfect and random answerers score as they must."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from autointerp.classify.core import (LeakageError, chance_floors, detection_examples, excerpt_text,
+                                      fuzzing_examples, metrics, parse_answers, render_messages)
+
+
+def valid_records(rng=None, hot_random=False):
+    """5 top records (a spike of 5-9 on one token) and 5 random ones (quiet, one optionally as hot as a top)."""
+    recs = []
+    for i in range(10):
+        acts = [0.1] * 8
+        if i < 5:
+            acts[i] = 5.0 + i
+        elif hot_random and i == 7:
+            acts[2] = 6.0
+        recs.append({"source": "top" if i < 5 else "random", "excerpt_id": 100 + i,
+                     "tokens": [f" t{i}_{j}" for j in range(8)], "activations": acts})
+    return recs
+
+
+def test_detection_labels_use_the_weakest_held_out_top_record():
+    examples = detection_examples(valid_records(hot_random=True), train_excerpts=[1, 2, 3])
+    assert [e.label for e in examples] == [True] * 5 + [False, False, True, False, False]  # 6.0 >= 5.0
+
+
+def test_examples_never_reuse_the_explainers_excerpts():
+    with pytest.raises(LeakageError, match=r"excerpts \[103\]"):
+        detection_examples(valid_records(), train_excerpts=[103, 999])
+    with pytest.raises(LeakageError):
+        fuzzing_examples(valid_records(), [104], np.random.default_rng(0))
+
+
+def test_fuzzing_marks_the_true_tokens_or_as_many_others():
+    examples = fuzzing_examples(valid_records(), [], np.random.default_rng(0))
+    assert len(examples) == 10 and sum(e.label for e in examples) == 5
+    for true, false in zip(examples[::2], examples[1::2]):
+        assert true.record == false.record and true.marks == (true.record,)  # the spike is the only hot token
+        assert len(false.marks) == 1 and false.marks != true.marks
+    text = excerpt_text(examples[0])
+    assert text.count("<<") == 1 and "<< t0_0>>" in text
+
+
+def test_one_request_per_neuron_lists_every_excerpt():
+    ex = detection_examples(valid_records(), [])
+    messages = render_messages("detection", " words like t.", ex)
+    assert [m["role"] for m in messages] == ["system", "user"]
+    user = messages[1]["content"]
+    assert user.startswith("Explanation: words like t.") and all(f"Excerpt {i}: " in user for i in range(1, 11))
+    assert "marked" in render_messages("fuzzing", "x", ex)[0]["content"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("1: 1\n2: 0\n3: 1", [True, False, True]),
+    ("Excerpt 1: yes\nexcerpt 2 - no\n3) 1.", [True, False, True]),
+    ("1: 1\n3: 0", [True, None, False]),  # a missing answer is unparseable
+    ("1: 1\n1: 0\n2: 0\n3: 0", [None, False, False]),  # two different answers to one excerpt
+    ("1: maybe\n2: 1 because\n3: 0", [None, None, False]),  # malformed lines are not guessed
+    ("The answers are 1, 0, 1", [None, None, None]),
+    ("", [None, None, None]),
+])
+def test_answers_are_parsed_strictly(text, expected):
+    assert parse_answers(text, 3) == expected
+
+
+def test_metrics_count_unparseable_answers_as_wrong():
+    labels = [True, True, False, False]
+    m = metrics(labels, [True, None, False, None])
+    assert (m["tp"], m["fn"], m["tn"], m["fp"], m["n_unparseable"]) == (1, 0, 1, 0, 2)
+    assert m["accuracy"] == 0.5 and m["balanced_accuracy"] == 0.5 and m["recall"] == 0.5 and m["precision"] == 1.0
+    perfect = metrics(labels, labels)
+    assert perfect["balanced_accuracy"] == perfect["f1"] == perfect["accuracy"] == 1.0
+
+
+def test_chance_floors_match_enumeration():
+    floors = chance_floors(2, 3)
+    assert floors["always_yes_accuracy"] == 0.4 and floors["always_no_accuracy"] == 0.6
+    assert floors["always_yes_balanced_accuracy"] == floors["always_no_balanced_accuracy"] == 0.5
+    # every coin-flip outcome of 5 examples, equally likely: the balanced accuracies' 2.5% and 97.5% points
+    outcomes = sorted((sum(a) / 2 + sum(1 - b for b in bs) / 3) / 2
+                      for a in itertools.product([0, 1], repeat=2) for bs in itertools.product([0, 1], repeat=3))
+    assert floors["random_low"] == pytest.approx(outcomes[0]) and floors["random_high"] == pytest.approx(outcomes[-1])
+    assert math.isnan(chance_floors(0, 4)["random_low"])
+
+
+def test_a_perfect_answerer_scores_1_and_a_random_one_stays_in_its_floor():
+    rng = np.random.default_rng(0)
+    scores = []
+    for _ in range(200):  # 200 neurons, each asked about its 10 held-out records
+        ex = detection_examples(valid_records(hot_random=bool(rng.integers(2))), [])
+        labels = [e.label for e in ex]
+        perfect = "\n".join(f"{i}: {int(l)}" for i, l in enumerate(labels, 1))
+        assert metrics(labels, parse_answers(perfect, len(ex)))["balanced_accuracy"] == 1.0
+        coin = "\n".join(f"{i}: {int(rng.integers(2))}" for i in range(1, len(ex) + 1))
+        scores.append(metrics(labels, parse_answers(coin, len(ex)))["balanced_accuracy"])
+    floors = chance_floors(5, 5)
+    inside = np.mean([floors["random_low"] <= s <= floors["random_high"] for s in scores])
+    assert inside >= 0.9  # the central 95% interval (discrete, so at least 95% of outcomes up to sampling)
+    assert abs(np.mean(scores) - 0.5) < 0.05
