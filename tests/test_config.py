@@ -66,9 +66,26 @@ def test_a_misspelt_key_is_refused_naming_path_and_nearest_key(where, key, neare
     assert f"{location}: unknown key {key!r} (did you mean {nearest!r}?)" in message
 
 
+def _with_base(path: Path) -> dict:
+    """A preset, or an overlay (no subject: given after its base preset, as its header's --configfile says)
+    merged onto its base the way Snakemake merges config files."""
+    import re
+
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load(path.read_text())
+    if "subject" in config:
+        return config
+    base = re.search(r"--configfile (\S+) " + re.escape(f"config/presets/{path.name}"), path.read_text())
+    assert base, f"{path.name} is neither a complete config nor names its base preset in its header"
+    merged = yaml.safe_load((ROOT / base.group(1)).read_text())
+    update_config(merged, config)
+    return merged
+
+
 def test_shipped_configs_validate_and_seed_their_explainers():
     for path in [ROOT / "config" / "config.yaml", *sorted((ROOT / "config" / "presets").glob("*.yaml"))]:
-        config = yaml.safe_load(path.read_text())
+        config = _with_base(path)
         validate_config(config, SCHEMA)
         for name, role in config["explainers"].items():
             assert role["seed"] is not None, f"{path.name}: explainer {name} is unseeded"
