@@ -37,6 +37,8 @@ TABLE_TITLES = {
     "table6_columns": ("Table 6: columns", "What each Table 6 column is."),
     "table_n2g": ("N2G metrics", "N2G and the token lookup: correlation and firing precision/recall/F1."),
     "cost_estimate": ("Cost estimate", "Tokens and US dollars per stage, role and format, before any paid call."),
+    "table_imported": ("Imported explanations", "What each imported file covers and what can be computed from it."),
+    "table_paper": ("Against the paper", "This run's Table 3/4 values and ranks beside the paper's reported ones."),
 }
 
 

@@ -78,6 +78,23 @@ def _grid(plt, n: int, width: float = 5.5, height: float = 3.2):
     return fig, list(axes.flat[:n])
 
 
+def _panel_figure(data: RunData, path, ready: bool = True, why: str = "no per-neuron scores in this run"):
+    """(pyplot, figure, one axis per panel, the panels), or None after writing a figure that says ``why``."""
+    plt = _pyplot()
+    panels = _panels(data)
+    if not panels or not ready:
+        _empty(plt, path, why)
+        return None
+    fig, axes = _grid(plt, len(panels))
+    return plt, fig, axes, panels
+
+
+def _finish(plt, fig, path) -> None:
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
 def _dots_with_means(ax, groups: list[tuple[str, np.ndarray]], settings: ReportSettings, rng) -> None:
     stats = settings.statistics
     for x, (label, values) in enumerate(groups):
@@ -96,30 +113,25 @@ def _dots_with_means(ax, groups: list[tuple[str, np.ndarray]], settings: ReportS
 
 
 def scores_by_format(data: RunData, settings: ReportSettings, path) -> None:
-    plt = _pyplot()
-    panels = _panels(data)
-    if not panels:
-        return _empty(plt, path, "no per-neuron scores in this run")
-    fig, axes = _grid(plt, len(panels))
+    if not (drawn := _panel_figure(data, path)):
+        return
+    plt, fig, axes, panels = drawn
     rng = np.random.default_rng(settings.statistics.seed)
     for ax, (metric, scorer, explainer, part) in zip(axes, panels):
         groups = [(f, part.filter(pl.col("format") == f)["value"].to_numpy()) for f in settings.formats]
         _dots_with_means(ax, groups, settings, rng)
         ax.set_title(f"{score_label(metric, scorer)}, explainer {explainer}")
         ax.set_ylabel(metric)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    _finish(plt, fig, path)
 
 
 def paired_differences(data: RunData, settings: ReportSettings, path) -> None:
-    plt = _pyplot()
     base = settings.baseline_format
-    panels = _panels(data)
     others = [f for f in settings.formats if f != base]
-    if not panels or base is None or not others:
-        return _empty(plt, path, "no paired differences: one format or no per-neuron scores")
-    fig, axes = _grid(plt, len(panels))
+    if not (drawn := _panel_figure(data, path, base is not None and bool(others),
+                                   "no paired differences: one format or no per-neuron scores")):
+        return
+    plt, fig, axes, panels = drawn
     rng = np.random.default_rng(settings.statistics.seed)
     for ax, (metric, scorer, explainer, part) in zip(axes, panels):
         wide = part.pivot(on="format", index=NEURON, values="value")
@@ -133,17 +145,13 @@ def paired_differences(data: RunData, settings: ReportSettings, path) -> None:
         _dots_with_means(ax, groups, settings, rng)
         ax.set_title(f"{score_label(metric, scorer)}: format − {base}, explainer {explainer}")
         ax.set_ylabel(f"difference in {metric}")
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    _finish(plt, fig, path)
 
 
 def scores_by_layer(data: RunData, settings: ReportSettings, path) -> None:
-    plt = _pyplot()
-    panels = _panels(data)
-    if not panels:
-        return _empty(plt, path, "no per-neuron scores in this run")
-    fig, axes = _grid(plt, len(panels))
+    if not (drawn := _panel_figure(data, path)):
+        return
+    plt, fig, axes, panels = drawn
     for ax, (metric, scorer, explainer, part) in zip(axes, panels):
         means = (part.filter(pl.col("value").is_finite()).group_by("format", "layer")
                  .agg(pl.col("value").mean()).sort("format", "layer"))
@@ -155,9 +163,7 @@ def scores_by_layer(data: RunData, settings: ReportSettings, path) -> None:
         ax.set_ylabel(f"mean {metric}")
         ax.set_title(f"{score_label(metric, scorer)}, explainer {explainer}")
         ax.legend(fontsize=7, frameon=False)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    _finish(plt, fig, path)
 
 
 def prompt_tokens(table1_path, settings: ReportSettings, path) -> None:
@@ -176,9 +182,7 @@ def prompt_tokens(table1_path, settings: ReportSettings, path) -> None:
         ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
         ax.set_ylabel("prompt tokens")
         ax.set_title(f"set {neuron_set}, explainer {explainer}")
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    _finish(plt, fig, path)
 
 
 def write_plots(data: RunData, settings: ReportSettings, table1_path, outputs: dict[str, str]) -> dict:
