@@ -105,3 +105,40 @@ def test_a_perfect_answerer_scores_1_and_a_random_one_stays_in_its_floor():
     inside = np.mean([floors["random_low"] <= s <= floors["random_high"] for s in scores])
     assert inside >= 0.9  # the central 95% interval (discrete, so at least 95% of outcomes up to sampling)
     assert abs(np.mean(scores) - 0.5) < 0.05
+
+
+def _scripted(answer):
+    """A loopback chat model that answers every excerpt of a request with ``answer(excerpt_text)`` (0 or 1)."""
+    def script(path, body):
+        if path != "/v1/chat/completions":
+            return None
+        lines = [line for line in body["messages"][-1]["content"].splitlines() if line.startswith("Excerpt ")]
+        text = "\n".join(f"{i}: {answer(line.split(': ', 1)[1])}" for i, line in enumerate(lines, 1))
+        return {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 4 * len(lines), "total_tokens": 0}}
+    return script
+
+
+@pytest.mark.parametrize("kind", ["detection", "fuzzing"])
+def test_scripted_models_through_the_llm_layer(kind, make_client, loopback):
+    import asyncio
+
+    from autointerp.classify.runner import score_explanation
+
+    records = valid_records(hot_random=True)
+    if kind == "detection":
+        examples = detection_examples(records, [])
+    else:
+        examples = fuzzing_examples(records, [], np.random.default_rng(1))
+    truth = {excerpt_text(e): int(e.label) for e in examples}  # what a perfect reader of the explanation knows
+    loopback.script = _scripted(lambda excerpt: truth[excerpt])
+    client = make_client()
+    perfect = asyncio.run(score_explanation(client, kind, "spikes", examples))
+    assert perfect["balanced_accuracy"] == 1.0 and perfect["n_unparseable"] == 0 and perfect["requests"] == 1
+    assert perfect["random_low"] < 0.5 < perfect["random_high"] and perfect["prompt_tokens"] == 100
+
+    loopback.script = _scripted(lambda excerpt: 1)  # always yes: exactly the always-yes floor
+    always = asyncio.run(score_explanation(client, kind, "another explanation", examples))
+    assert always["accuracy"] == pytest.approx(always["always_yes_accuracy"])
+    assert always["balanced_accuracy"] == 0.5
