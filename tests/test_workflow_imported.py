@@ -128,3 +128,26 @@ def test_every_written_column_is_documented(run):
 
     work, _ = run
     assert undocumented_columns(work / "results", ROOT / "docs") == {}
+
+
+def test_a_broken_imported_file_fails_with_one_line_and_writes_nothing(tmp_path):
+    """Bad input: a neuron listed twice. The import job stops with the file and line; no explanations file."""
+    (tmp_path / "set.csv").write_text("layer,neuron,explanation\n0,1, words.\n0,2, numbers.\n")
+    (tmp_path / "bad.csv").write_text("Layer,Neuron,Original\n0,1,a thing\n0,1,another\n")
+    config = {
+        "subject": {"id": "smol", "model": "embedded:smollm2-135m-instruct"},  # shape known: nothing extracted
+        "corpus": {"id": "pydocs", "source": "python_docs"},
+        "extraction": {}, "prompt_formats": {"Original": {}}, "explainers": {},
+        "imported_explanations": {"mine": {"model": "someone", "neuron_sets": {"s": {"path": str(tmp_path / "bad.csv")}}}},
+        "neuron_sets": {"s": {"kind": "csv", "path": str(tmp_path / "set.csv")}},
+        "embedders": {"minilm": {"provider": "local", "model": "all-minilm-l6-v2"}},
+        "adacs": {"embedder": "minilm", "references": {"s": {"kind": "csv", "path": str(tmp_path / "set.csv")}}},
+        "n2g": {"enabled": False},
+    }
+    work = make_workdir(tmp_path, config)
+    proc = snakemake(work, "--cores", "1", "results/table3.csv")
+    assert proc.returncode != 0
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("autointerp error in rule import_explanations"))
+    assert line.endswith("bad.csv:3: layer 0 neuron 1 is already on line 2; keep one row per neuron")
+    assert "Traceback" not in proc.stderr
+    assert not list((work / "results").rglob("Original.jsonl"))  # nothing half-written

@@ -17,10 +17,12 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from autointerp.extract.records import RecordError
     from autointerp.extract.subject_models import SubjectModelError
 
+    from autointerp.common.released import ReleasedFileError
+    from autointerp.explain.imported import ImportedFileError
     from autointerp.explain.stage import ExplainError
     from autointerp.simulate.stage import SimulateError
     from autointerp.tables.cost import BudgetError
 
     return (ConfigError, CorpusError, ExtractionError, NeuronSetError, RecordError, SubjectModelError,
             FormatConfigError, PuzzleError, ExplainError, InputFileError, LLMConfigError, LLMError, SimulateError,
-            BudgetError)
+            BudgetError, ImportedFileError, ReleasedFileError)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from autointerp.common.io import path_fields, write_csv
+from autointerp.common.io import InputFileError, path_fields, write_csv
 from autointerp.common.snakemake_io import RuleIO, console
 
 COVERAGE_COLUMNS = ["explainer", "model", "set_kind", "set", "format", "file", "rows", "explained", "missing",
@@ -117,13 +117,13 @@ def read_reported(path) -> dict[tuple[str, str, str], dict[str, float]]:
     df = pl.read_csv(path, infer_schema_length=0)
     missing = [c for c in REPORTED_COLUMNS if c not in df.columns]
     if missing:
-        raise ValueError(f"{path}: needs columns {REPORTED_COLUMNS}, lacks {missing}")
+        raise InputFileError(f"{path}: needs columns {REPORTED_COLUMNS}, lacks {missing}")
     out: dict[tuple[str, str, str], dict[str, float]] = {}
     for lineno, row in enumerate(df.iter_rows(named=True), 2):
         try:
             value = float(row["value"])
         except (TypeError, ValueError):
-            raise ValueError(f"{path}:{lineno}: value {row['value']!r} is not a number") from None
+            raise InputFileError(f"{path}:{lineno}: value {row['value']!r} is not a number") from None
         out.setdefault((str(row["table"]), row["explainer"], row["set"]), {})[row["format"]] = value
     return out
 
