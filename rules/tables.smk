@@ -15,7 +15,9 @@ rule cost_estimate:
     input:
         prompts=explained_prompt_files,
         puzzle_prompts=puzzle_prompt_files,
-        records=expand(f"{RUN}/records/{{neuron_set}}.parquet", neuron_set=NEURON_SETS),
+        # Prices come from rendered prompts: a run of imported explanations renders none, so it reads no records
+        # (which would extract the subject's activations just to price nothing).
+        records=expand(f"{RUN}/records/{{neuron_set}}.parquet", neuron_set=NEURON_SETS) if GENERATED else [],
     output:
         report(f"{R}/cost_estimate.csv", category="Tables"),
     params:

@@ -146,3 +146,23 @@ def test_every_gpt2xl_neuron_plans_offline_with_jobs_cost_and_disk(tmp_path):
     assert counts["explain"] == 48 * n_formats * len(preset["explainers"]), counts
     assert counts["simulate_score"] == 48 * n_formats * len(preset["explainers"]) * len(preset["simulators"])
     assert counts["merge_activations"] == 48 // preset["extraction"]["layers_per_merge"]
+
+
+@pytest.mark.parametrize("overlay", [[], ["config/presets/paper_released_ada.yaml"]], ids=["minilm", "ada"])
+def test_released_explanations_plan_no_model_and_no_extraction(overlay, tmp_path):
+    """The paper's released explanations need neither GPT-2 XL nor its activations, even when a priced embedder
+    (ada-002) makes the cost estimate run before the paid calls."""
+    work = make_workdir(tmp_path, yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+    run = "paper_released_ada" if overlay else "paper_released"
+    proc = snakemake(work, "-n", f"results/{run}/table6.csv", "--configfile", "config/presets/paper_released.yaml",
+                     *overlay, without=("OPENAI_API_KEY",))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = _job_counts(proc.stdout + proc.stderr)
+    assert jobs["import_explanations"] == 30 and jobs["adacs_similarity"] == 10
+    assert not {"prepare_model", "build_corpus", "extract_shard", "records", "render_prompts", "explain"} & set(jobs)
+    assert ("cost_estimate" in jobs) == bool(overlay)  # only a priced role waits for the estimate
+
+
+def _job_counts(text: str) -> dict[str, int]:
+    table = text.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
