@@ -78,6 +78,13 @@ def usable_threads(requested) -> int:
     return max(1, min(int(requested or 1), allowed_cpus()))
 
 
+def as_list(value) -> list[str]:
+    """A named input as a list of paths: Snakemake gives one path as a string and several as a list."""
+    if value is None:
+        return []
+    return [str(value)] if isinstance(value, (str, os.PathLike)) else [str(v) for v in value]
+
+
 @dataclass(frozen=True)
 class RuleIO:
     """What a job needs from Snakemake besides its settings, as plain data (the library never sees Snakemake)."""

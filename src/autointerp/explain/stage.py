@@ -215,7 +215,9 @@ def run_import_explanations(settings: ExplainSettings, io: RuleIO) -> dict:
 
     fmt, part = io.wildcards["format"], settings.imported
     if "puzzles" in io.input:
-        puzzles = json.loads(open(io.input["puzzles"], encoding="utf-8").read())
+        from autointerp.common.io import read_json
+
+        puzzles = read_json(io.input["puzzles"])
         result = read_puzzle_explanations(io.input["file"], [fmt], model=part.model, columns=part.columns,
                                           puzzles=[(p["name"], p["explanation"]) for p in puzzles.values()])
         what = "puzzles"

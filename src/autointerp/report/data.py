@@ -17,18 +17,13 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from autointerp.common.io import path_fields
+from autointerp.common.snakemake_io import as_list
 from autointerp.tables.evaluations import EVALUATIONS, read_neuron_scores
 
 NEURON = ["neuron_set", "layer", "neuron"]
 EXPLANATION = [*NEURON, "explainer", "format", "sample"]
 STAT_COLUMNS = ["layer", "neuron", "max_activation", "quantiles", "mean", "variance"]
 N2G_METRICS = ("firing_precision", "firing_recall", "firing_f1")
-
-
-def _files(value) -> list[str]:
-    if value is None:
-        return []
-    return [str(value)] if isinstance(value, (str, Path)) else [str(v) for v in value]
 
 
 def _with_fields(df: pl.DataFrame, path, names: list[str]) -> pl.DataFrame:
@@ -41,7 +36,7 @@ def read_neuron_sets(paths) -> pl.DataFrame:
     """neuron_set, layer, neuron, order (the neuron's position in its set's CSV)."""
     frames = [pl.read_csv(p, columns=["layer", "neuron"], schema_overrides={"layer": pl.Int32, "neuron": pl.Int32})
               .with_row_index("order").with_columns(pl.lit(Path(p).stem).alias("neuron_set"))
-              for p in _files(paths)]
+              for p in as_list(paths)]
     return pl.concat(frames).select("neuron_set", "layer", "neuron", pl.col("order").cast(pl.Int32))
 
 
@@ -56,7 +51,7 @@ def _kept(frame: pl.LazyFrame, keep: pl.DataFrame | None, neuron_set: str) -> pl
 
 def read_records(paths, keep: pl.DataFrame | None = None) -> pl.DataFrame:
     return pl.concat([_kept(pl.scan_parquet(p), keep, Path(p).stem)
-                      .with_columns(pl.lit(Path(p).stem).alias("neuron_set")).collect() for p in _files(paths)])
+                      .with_columns(pl.lit(Path(p).stem).alias("neuron_set")).collect() for p in as_list(paths)])
 
 
 def read_activation_stats(manifest_path, neurons: pl.DataFrame) -> tuple[pl.DataFrame, list[float]]:
@@ -84,7 +79,7 @@ def _read_jsonl(path, columns: Sequence[str]) -> pl.DataFrame | None:
 def read_explanations(paths) -> pl.DataFrame:
     """EXPLANATION keys + explanation, model, completion_tokens, from explanations/{set}/{explainer}/{format}.jsonl."""
     frames = []
-    for p in _files(paths):
+    for p in as_list(paths):
         df = _read_jsonl(p, ["layer", "neuron", "sample", "explanation", "model", "usage"])
         if df is None:
             continue
@@ -101,7 +96,7 @@ def read_explanations(paths) -> pl.DataFrame:
 def read_prompt_tokens(paths) -> pl.DataFrame:
     """neuron_set, explainer, format, layer, neuron, prompt_tokens (the explainer prompt's size) from the prompt files."""
     frames = []
-    for p in _files(paths):
+    for p in as_list(paths):
         df = _read_jsonl(p, ["layer", "neuron", "prompt_tokens"])
         if df is not None:
             frames.append(_with_fields(df, p, ["neuron_set", "explainer"]))
@@ -117,7 +112,7 @@ def read_simulations(paths, keep: pl.DataFrame | None = None) -> pl.DataFrame:
     cols = ["layer", "neuron", "sample", "record", "position", "expected_value", "flag"]
     names = ["neuron_set", "explainer", "simulator"]
     frames = []
-    for p in _files(paths):
+    for p in as_list(paths):
         neuron_set = path_fields([p], names)[0]["neuron_set"]
         frames.append(_with_fields(_kept(pl.scan_parquet(p).select(cols), keep, neuron_set).collect(), p, names))
     return pl.concat(frames) if frames else pl.DataFrame(
@@ -131,7 +126,7 @@ def read_methods(score_paths, metrics_paths) -> pl.DataFrame:
     metrics (n2g/{set}/{method}.parquet and metrics.csv)."""
     frames = [pl.read_parquet(p, columns=["layer", "neuron", "explanation", "score", "score_top", "score_random"])
               .with_columns(pl.lit(Path(p).parent.name).alias("neuron_set"), pl.lit(Path(p).stem).alias("method"))
-              for p in _files(score_paths)]
+              for p in as_list(score_paths)]
     if not frames:
         return pl.DataFrame(schema={"neuron_set": pl.String, "method": pl.String, "layer": pl.Int32,
                                     "neuron": pl.Int32, "explanation": pl.String, "score": pl.Float64,
@@ -140,7 +135,7 @@ def read_methods(score_paths, metrics_paths) -> pl.DataFrame:
     metrics = pl.concat([pl.read_csv(p, schema_overrides={"layer": pl.Int32, "neuron": pl.Int32,
                                                            **{m: pl.Float64 for m in N2G_METRICS}})
                          .select("layer", "neuron", "method", *N2G_METRICS)
-                         .with_columns(pl.lit(Path(p).parent.name).alias("neuron_set")) for p in _files(metrics_paths)])
+                         .with_columns(pl.lit(Path(p).parent.name).alias("neuron_set")) for p in as_list(metrics_paths)])
     return pl.concat(frames).join(metrics, on=["neuron_set", "method", "layer", "neuron"], how="left")
 
 
@@ -176,7 +171,7 @@ class RunData:
         neurons = everyone if max_neurons_per_set is None else everyone.filter(pl.col("order") < max_neurons_per_set)
         keep = None if max_neurons_per_set is None else neurons
         stats, levels = read_activation_stats(inputs["activations"], everyone)
-        evaluation_files = {name: _files(inputs[name]) for name in EVALUATIONS if name in inputs}
+        evaluation_files = {name: as_list(inputs[name]) for name in EVALUATIONS if name in inputs}
         return cls(
             neurons=neurons, records=read_records(inputs["records"], keep), stats=stats, quantile_levels=levels,
             explanations=read_explanations(inputs.get("explanations")),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from autointerp.common.io import atomic_dir
-from autointerp.common.snakemake_io import RuleIO, console
+from autointerp.common.snakemake_io import RuleIO, as_list, console
 from autointerp.report.data import RunData
 from autointerp.report.settings import ReportSettings
 
@@ -22,11 +22,10 @@ def run_neuron_pages(settings: ReportSettings, io: RuleIO) -> dict:
 
     out = Path(io.output["site"])
     data = RunData.read(io.input, max_neurons_per_set=settings.max_pages_per_set)
-    plots = io.input.get("plots") or []
-    tables = [t for t in (io.input.get("tables") or []) if str(t).endswith(".csv")]
+    tables = [t for t in as_list(io.input.get("tables")) if t.endswith(".csv")]
     with atomic_dir(out) as tmp:  # never half a site: a failed job leaves the previous one, or nothing
-        result = Report(data, settings, run_label(out)).write(tmp, io.input.get("method_graphs") or [],
-                                                              [plots] if isinstance(plots, str) else plots, tables)
+        result = Report(data, settings, run_label(out)).write(tmp, as_list(io.input.get("method_graphs")),
+                                                              as_list(io.input.get("plots")), tables)
     console(f"{io.rule}: {result['neuron_pages']} neuron pages; open {out / 'index.html'}")
     return result
 
@@ -35,7 +34,6 @@ def run_export(settings: ReportSettings, io: RuleIO) -> dict:
     from autointerp.report.export import write_export
 
     data = RunData.read(io.input, with_simulations=False)
-    parquet = io.output["parquet"]
-    rows = write_export(data, settings, {Path(p).stem: p for p in ([parquet] if isinstance(parquet, str) else parquet)})
+    rows = write_export(data, settings, {Path(p).stem: p for p in as_list(io.output["parquet"])})
     console(f"{io.rule}: " + ", ".join(f"{s}: {n} rows" for s, n in rows.items()) + f" in {Path(io.outputs[0]).parent}")
     return rows

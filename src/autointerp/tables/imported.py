@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from autointerp.common.io import InputFileError, path_fields, write_csv
-from autointerp.common.snakemake_io import RuleIO, console
+from autointerp.common.snakemake_io import RuleIO, as_list, console
 
 COVERAGE_COLUMNS = ["explainer", "model", "set_kind", "set", "format", "file", "rows", "explained", "missing",
                     "not_in_set", "empty_cells", "multiline_cells", "with_reference", "evaluations", "note"]
@@ -63,9 +63,7 @@ def coverage_rows(usage_paths, similarity_paths, adacs_sets: list[str], simulate
 
 def run_table_imported(settings: None, io: RuleIO) -> dict:
     """Rule table_imported: results/<run>/table_imported.csv."""
-    similarity = io.input.get("similarity") or []
-    similarity = [similarity] if isinstance(similarity, str) else similarity
-    usage = [io.input["usage"]] if isinstance(io.input["usage"], str) else io.input["usage"]
+    similarity, usage = as_list(io.input.get("similarity")), as_list(io.input["usage"])
     adacs_sets = sorted({f["neuron_set"] for f in path_fields(similarity, ["neuron_set", "explainer"])})
     rows = coverage_rows(usage, similarity, adacs_sets, bool(io.input.get("scores")))
     write_csv(rows, io.outputs[0], COVERAGE_COLUMNS)
