@@ -44,6 +44,8 @@ localrules:
     n2g_table,
     table_imported,
     paper_comparison,
+    table_classify,
+    scorer_comparison,
 
 
 validate_config(config, Path(workflow.basedir) / "config" / "config.schema.yaml")
@@ -80,6 +82,14 @@ EXPLAINERS = sorted(config["explainers"])
 if not EXPLAINERS and not config["imported_explanations"]:
     raise ConfigError("the config has no explainers and no imported_explanations: add one of them (config/README.md)")
 SIMULATORS = sorted(config.get("simulators") or {})
+# Classification scorers (detection, fuzzing): each kind a scorer runs is its own Table 6 evaluation.
+SCORERS = sorted(config.get("scorers") or {})
+CLASSIFY_KINDS = ("detection", "fuzzing")
+
+
+def scorers_of(kind):
+    return [s for s in SCORERS if kind in config["scorers"][s]["kinds"]]
+
 # Reference explainers (role: reference) only produce baseline explanations (e.g. for AdaCS); they are not ranked.
 GENERATED = [e for e in EXPLAINERS if config["explainers"][e].get("role", "compared") == "compared"]
 # Imported explanations (imported_explanations: files, no explainer) are compared like generated ones.
@@ -324,6 +334,18 @@ def score_files(wildcards=None):
                           simulator=SIMULATORS)
 
 
+def classify_files(kind, folder=None):
+    """Per-explanation detection or fuzzing scores (``folder="usage"``: their usage files)."""
+    ext = "json" if folder == "usage" else "parquet"
+    base = f"{RUN}/usage/{kind}" if folder == "usage" else f"{RUN}/{kind}"
+
+    def get(wildcards=None):
+        return _per_explainer(f"{base}/{{neuron_set}}/{{explainer}}/{{scorer}}/{{format}}.{ext}", COMPARED,
+                              scorer=scorers_of(kind))
+
+    return get
+
+
 def evaluation_tables(wildcards=None):
     """Every enabled evaluation's table (the registry in autointerp.tables.evaluations), for Table 6."""
     from autointerp.tables.evaluations import enabled_tables
@@ -390,7 +412,8 @@ def n2g_files(name):
 
 # Each evaluation's per-neuron files, keyed by its name in the evaluation registry
 # (autointerp.tables.evaluations.NeuronScores reads them): the neuron pages and the export show them all.
-NEURON_SCORE_FILES = {"simulate_score": score_files, "adacs": similarity_files}
+NEURON_SCORE_FILES = {"simulate_score": score_files, "adacs": similarity_files,
+                      **{kind: classify_files(kind) for kind in CLASSIFY_KINDS}}
 
 
 def run_data_inputs(wildcards=None):
@@ -445,12 +468,13 @@ def companion_tables(wildcards=None):
     tables = [f"{R}/table1.csv", f"{R}/cost_estimate.csv"] if GENERATED else []
     tables += [f"{R}/table_imported.csv"] if IMPORTED else []
     tables += [f"{R}/table_paper.csv"] if config.get("paper_reported") else []
+    tables += [f"{R}/table_scorers.csv"] if SCORERS else []
     return tables + ([f"{R}/table_n2g.csv"] if N2G.get("enabled", False) else [])
 
 
 # Records (and so the subject's activations) are needed only by prompts, simulation, N2G and top-token
 # references: a run of imported explanations with AdaCS and puzzles needs no subject model at all.
-NEEDS_RECORDS = bool(GENERATED or SIMULATORS or N2G.get("enabled", False)
+NEEDS_RECORDS = bool(GENERATED or SIMULATORS or SCORERS or N2G.get("enabled", False)
                      or any(s["kind"] == "top_tokens" for s in (ADACS.get("references") or {}).values()))
 
 
@@ -473,6 +497,7 @@ LLM_RULE_ROLES = {
     "explain": lambda w: ("explainers", w["explainer"]),
     "explain_puzzles": lambda w: ("explainers", w["explainer"]),
     "simulate_score": lambda w: ("simulators", w["simulator"]),
+    "classify": lambda w: ("scorers", w["scorer"]),
     "adacs_similarity": lambda w: ("embedders", config["adacs"]["embedder"]),
     "puzzle_similarity": lambda w: ("embedders", config["puzzles"]["embedder"]),
 }

@@ -120,6 +120,46 @@ rule table2:
         "../scripts/tables/table2.py"
 
 
+rule table_classify:
+    # Detection and fuzzing (docs/classify.md): Table 2's shape on balanced accuracy, each cell with its chance floor.
+    input:
+        scores=lambda w: classify_files(w.kind)(),
+        neuron_sets=expand(f"{RUN}/neuron_sets/{{neuron_set}}.csv", neuron_set=NEURON_SETS),
+    output:
+        table=report(f"{R}/table_{{kind}}.csv", category="Tables"),
+        paired=report(f"{R}/table_{{kind}}_paired.csv", category="Tables"),
+        metrics=report(f"{R}/table_{{kind}}_metrics.csv", category="Tables"),
+    wildcard_constraints:
+        kind=one_of(CLASSIFY_KINDS),
+    params:
+        settings=stage_settings(TablesSettings, *TABLE_PAIRED),
+    log:
+        f"{LOGS}/table_{{kind}}.log",
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../scripts/tables/table_classify.py"
+
+
+rule scorer_comparison:
+    # Each classification scorer beside simulation: rank correlation and tokens/requests per explanation.
+    input:
+        simulation=score_files,
+        simulation_usage=lambda w: _per_explainer(
+            f"{RUN}/usage/simulate/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}.json", COMPARED,
+            simulator=SIMULATORS),
+        **{kind: classify_files(kind) for kind in CLASSIFY_KINDS},
+        **{f"{kind}_usage": classify_files(kind, "usage") for kind in CLASSIFY_KINDS},
+    output:
+        report(f"{R}/table_scorers.csv", category="Tables"),
+    log:
+        f"{LOGS}/table_scorers.log",
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../scripts/tables/scorer_comparison.py"
+
+
 rule table6:
     input:
         tables=evaluation_tables,

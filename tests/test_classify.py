@@ -82,13 +82,41 @@ def test_metrics_count_unparseable_answers_as_wrong():
 
 def test_chance_floors_match_enumeration():
     floors = chance_floors(2, 3)
-    assert floors["always_yes_accuracy"] == 0.4 and floors["always_no_accuracy"] == 0.6
-    assert floors["always_yes_balanced_accuracy"] == floors["always_no_balanced_accuracy"] == 0.5
+    assert floors["accuracy_always_yes"] == 0.4 and floors["accuracy_always_no"] == 0.6
+    assert floors["balanced_accuracy_always_yes"] == floors["balanced_accuracy_always_no"] == 0.5
     # every coin-flip outcome of 5 examples, equally likely: the balanced accuracies' 2.5% and 97.5% points
     outcomes = sorted((sum(a) / 2 + sum(1 - b for b in bs) / 3) / 2
                       for a in itertools.product([0, 1], repeat=2) for bs in itertools.product([0, 1], repeat=3))
-    assert floors["random_low"] == pytest.approx(outcomes[0]) and floors["random_high"] == pytest.approx(outcomes[-1])
-    assert math.isnan(chance_floors(0, 4)["random_low"])
+    assert floors["balanced_accuracy_random_low"] == pytest.approx(outcomes[0])
+    assert floors["balanced_accuracy_random_high"] == pytest.approx(outcomes[-1])
+    assert floors["balanced_accuracy_random"] == pytest.approx(0.5)
+    # F1 of always yes: precision 2/5, recall 1; of always no: 0 (no true positive)
+    assert floors["f1_always_yes"] == pytest.approx(2 * 0.4 / 1.4) and floors["f1_always_no"] == 0.0
+    # expected coin-flip F1, enumerated answer by answer (precision undefined only when nothing is a yes)
+    f1s = []
+    for answers in itertools.product([0, 1], repeat=5):
+        labels = [1, 1, 0, 0, 0]
+        tp = sum(a and l for a, l in zip(answers, labels))
+        fp = sum(a and not l for a, l in zip(answers, labels))
+        f1s.append(2 * tp / (2 * tp + fp + (2 - tp)))
+    assert floors["f1_random"] == pytest.approx(np.mean(f1s))
+    # negatives only: balanced accuracy is the specificity, Y/4 with Y ~ Bin(4, 1/2)
+    only_negative = chance_floors(0, 4)
+    assert (only_negative["balanced_accuracy_random_low"], only_negative["balanced_accuracy_random_high"]) == (0, 1)
+    assert math.isnan(only_negative["precision_always_no"])
+
+
+def test_the_floor_of_a_mean_over_neurons_narrows_with_more_neurons():
+    from autointerp.classify.core import random_mean_interval
+
+    one = random_mean_interval([(5, 5)], n_draws=4000, seed=0)
+    many = random_mean_interval([(5, 5)] * 25, n_draws=4000, seed=0)
+    assert one[0] < many[0] < 0.5 < many[1] < one[1]
+    assert random_mean_interval([(5, 5)] * 25, n_draws=4000, seed=0) == many  # seeded: same mixes, same interval
+    # the single-unit interval is the exact one up to the draws' resolution
+    exact = chance_floors(5, 5)
+    assert one == pytest.approx((exact["balanced_accuracy_random_low"], exact["balanced_accuracy_random_high"]),
+                                abs=0.101)
 
 
 def test_a_perfect_answerer_scores_1_and_a_random_one_stays_in_its_floor():
@@ -102,7 +130,7 @@ def test_a_perfect_answerer_scores_1_and_a_random_one_stays_in_its_floor():
         coin = "\n".join(f"{i}: {int(rng.integers(2))}" for i in range(1, len(ex) + 1))
         scores.append(metrics(labels, parse_answers(coin, len(ex)))["balanced_accuracy"])
     floors = chance_floors(5, 5)
-    inside = np.mean([floors["random_low"] <= s <= floors["random_high"] for s in scores])
+    inside = np.mean([floors["balanced_accuracy_random_low"] <= s <= floors["balanced_accuracy_random_high"] for s in scores])
     assert inside >= 0.9  # the central 95% interval (discrete, so at least 95% of outcomes up to sampling)
     assert abs(np.mean(scores) - 0.5) < 0.05
 
@@ -136,9 +164,9 @@ def test_scripted_models_through_the_llm_layer(kind, make_client, loopback):
     client = make_client()
     perfect = asyncio.run(score_explanation(client, kind, "spikes", examples))
     assert perfect["balanced_accuracy"] == 1.0 and perfect["n_unparseable"] == 0 and perfect["requests"] == 1
-    assert perfect["random_low"] < 0.5 < perfect["random_high"] and perfect["prompt_tokens"] == 100
+    assert perfect["balanced_accuracy_random_low"] < 0.5 < perfect["balanced_accuracy_random_high"] and perfect["prompt_tokens"] == 100
 
     loopback.script = _scripted(lambda excerpt: 1)  # always yes: exactly the always-yes floor
     always = asyncio.run(score_explanation(client, kind, "another explanation", examples))
-    assert always["accuracy"] == pytest.approx(always["always_yes_accuracy"])
+    assert always["accuracy"] == pytest.approx(always["accuracy_always_yes"])
     assert always["balanced_accuracy"] == 0.5

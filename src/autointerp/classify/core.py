@@ -109,44 +109,92 @@ def parse_answers(text: str, n: int) -> list[bool | None]:
     return [next(iter(found[i])) if len(found.get(i, ())) == 1 else None for i in range(1, n + 1)]
 
 
+METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1")
+FLOORS = ("always_yes", "always_no", "random", "random_low", "random_high")
+FLOOR_COLUMNS = tuple(f"{m}_{f}" for m in METRICS for f in FLOORS)
+
+
+def _rates(tp, fp, tn, fn) -> dict:
+    """The five metrics of confusion counts (numpy arrays or scalars; NaN where a denominator is 0)."""
+    tp, fp, tn, fn = (np.asarray(x, dtype=float) for x in (tp, fp, tn, fn))
+    pos, neg = tp + fn, fp + tn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = np.where(pos > 0, tp / pos, np.nan)
+        specificity = np.where(neg > 0, tn / neg, np.nan)
+        precision = np.where(tp + fp > 0, tp / (tp + fp), np.nan)
+        f1 = np.where(tp > 0, 2 * tp / (2 * tp + fp + fn), np.where(pos > 0, 0.0, np.nan))
+        total = pos + neg
+        accuracy = np.where(total > 0, (tp + tn) / total, np.nan)
+        both = np.where(np.isnan(recall), specificity, np.where(np.isnan(specificity), recall,
+                                                                  (recall + specificity) / 2))
+    return {"accuracy": accuracy, "balanced_accuracy": both, "precision": precision, "recall": recall, "f1": f1}
+
+
 def metrics(labels: Sequence[bool], answers: Sequence[bool | None]) -> dict:
-    """Accuracy, balanced accuracy, precision, recall, F1 and counts; an unparseable answer is a wrong one."""
-    tp = sum(bool(a) and l for l, a in zip(labels, answers) if a is not None)
-    fp = sum(bool(a) and not l for l, a in zip(labels, answers) if a is not None)
-    tn = sum((a is False) and not l for l, a in zip(labels, answers))
-    fn = sum((a is False) and l for l, a in zip(labels, answers))
-    pos, neg = sum(labels), len(labels) - sum(labels)
+    """Accuracy, balanced accuracy (mean of recall and specificity), precision, recall, F1 and counts. An
+    unparseable answer is a wrong one: a miss on a positive, not a correct no on a negative, never a yes."""
+    tp = sum(1 for l, a in zip(labels, answers) if a is True and l)
+    fp = sum(1 for l, a in zip(labels, answers) if a is True and not l)
+    tn = sum(1 for l, a in zip(labels, answers) if a is False and not l)
+    fn = sum(1 for l, a in zip(labels, answers) if a is False and l)
+    pos = sum(1 for l in labels if l)
+    neg = len(labels) - pos
     recall = tp / pos if pos else math.nan
     specificity = tn / neg if neg else math.nan
-    precision = tp / (tp + fp) if tp + fp else math.nan
-    f1 = 2 * precision * recall / (precision + recall) if tp else (0.0 if pos else math.nan)
     return {"n_examples": len(labels), "n_positive": pos, "n_unparseable": sum(a is None for a in answers),
-            "tp": tp, "fp": fp, "tn": tn, "fn": fn, "accuracy": (tp + tn) / len(labels) if labels else math.nan,
-            "balanced_accuracy": float(np.nanmean([recall, specificity])) if pos or neg else math.nan,
-            "precision": precision, "recall": recall, "f1": f1}
+            "tp": tp, "fp": fp, "tn": tn, "fn": fn,
+            "accuracy": (tp + tn) / len(labels) if labels else math.nan,
+            "balanced_accuracy": float(np.nanmean([recall, specificity])) if labels else math.nan,
+            "precision": tp / (tp + fp) if tp + fp else math.nan, "recall": recall,
+            # 2PR/(P+R) with every positive in the denominator (an unparseable positive is a miss)
+            "f1": 2 * tp / (2 * tp + fp + (pos - tp)) if tp else (0.0 if pos else math.nan)}
 
 
 def chance_floors(n_positive: int, n_negative: int, level: float = 0.95) -> dict:
-    """What answering without reading scores on this example mix: always yes, always no, and fair coin flips
-    (the mean balanced accuracy, 0.5, and its central ``level`` interval, from the exact distribution of
-    (X/P + Y/N)/2 with X ~ Bin(P, 1/2), Y ~ Bin(N, 1/2))."""
+    """What answering without reading the explanation scores on this example mix, for every metric:
+    ``{metric}_always_yes``, ``{metric}_always_no``, and fair coin flips: the expected value ``{metric}_random``
+    and the central ``level`` interval ``{metric}_random_low``/``_high``, exact over X ~ Bin(P, 1/2) correct
+    yeses and Y ~ Bin(N, 1/2) correct noes (outcomes where the metric is undefined, e.g. precision with no yes,
+    are left out)."""
     from scipy.stats import binom
 
-    total = n_positive + n_negative
-    out = {"always_yes_accuracy": n_positive / total if total else math.nan,
-           "always_no_accuracy": n_negative / total if total else math.nan,
-           "always_yes_balanced_accuracy": 0.5 if n_positive and n_negative else math.nan,
-           "always_no_balanced_accuracy": 0.5 if n_positive and n_negative else math.nan,
-           "random_balanced_accuracy": 0.5, "random_low": math.nan, "random_high": math.nan}
-    if not (n_positive and n_negative):
-        return out
-    xs, ys = np.arange(n_positive + 1), np.arange(n_negative + 1)
-    px, py = binom.pmf(xs, n_positive, 0.5), binom.pmf(ys, n_negative, 0.5)
-    values = ((xs[:, None] / n_positive + ys[None, :] / n_negative) / 2).ravel()
-    probs = (px[:, None] * py[None, :]).ravel()
-    order = np.argsort(values, kind="stable")
-    values, cdf = values[order], np.cumsum(probs[order])
+    p, n = int(n_positive), int(n_negative)
+    out: dict[str, float] = {}
+    for name, rates in (("always_yes", _rates(p, n, 0, 0)), ("always_no", _rates(0, 0, n, p))):
+        out.update({f"{m}_{name}": float(rates[m]) for m in METRICS})
+    xs, ys = np.arange(p + 1), np.arange(n + 1)
+    tp, tn = np.meshgrid(xs, ys, indexing="ij")
+    probs = np.outer(binom.pmf(xs, p, 0.5), binom.pmf(ys, n, 0.5)).ravel()
+    rates = _rates(tp.ravel(), n - tn.ravel(), tn.ravel(), p - tp.ravel())
     tail = (1 - level) / 2
-    out["random_low"] = float(values[np.searchsorted(cdf, tail - 1e-12)])
-    out["random_high"] = float(values[np.searchsorted(cdf, 1 - tail - 1e-12)])
+    for m in METRICS:
+        values = rates[m]
+        ok = np.isfinite(values)
+        if not ok.any() or p + n == 0:
+            out.update({f"{m}_random": math.nan, f"{m}_random_low": math.nan, f"{m}_random_high": math.nan})
+            continue
+        v, w = values[ok], probs[ok] / probs[ok].sum()
+        order = np.argsort(v, kind="stable")
+        v, cdf = v[order], np.cumsum(w[order])
+        out[f"{m}_random"] = float(np.dot(v, w[order]))
+        out[f"{m}_random_low"] = float(v[min(np.searchsorted(cdf, tail - 1e-12), len(v) - 1)])
+        out[f"{m}_random_high"] = float(v[min(np.searchsorted(cdf, 1 - tail - 1e-12), len(v) - 1)])
     return out
+
+
+def random_mean_interval(mixes: Sequence[tuple[int, int]], *, n_draws: int, seed: int, level: float = 0.95,
+                         metric: str = "balanced_accuracy") -> tuple[float, float]:
+    """The central ``level`` interval of the MEAN of ``metric`` over units answered by fair coin flips, each unit
+    with its own (positives, negatives) mix: what a table cell (a mean over neurons) reaches by chance. Seeded
+    draws (``n_draws``), so the same mixes give the same interval."""
+    if not mixes:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    p = np.array([m[0] for m in mixes])
+    n = np.array([m[1] for m in mixes])
+    tp = rng.binomial(p, 0.5, size=(n_draws, len(mixes)))
+    tn = rng.binomial(n, 0.5, size=(n_draws, len(mixes)))
+    values = _rates(tp, n - tn, tn, p - tp)[metric]
+    means = np.nanmean(values, axis=1)
+    tail = (1 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))

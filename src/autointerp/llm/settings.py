@@ -50,3 +50,10 @@ class SimulatorRole(Endpoint):
 
 class EmbedderRole(Endpoint):
     model_dir: str | None = None  # provider local: a sentence-transformers folder instead of the wheel's
+
+
+class ScorerRole(Endpoint):
+    """A classification scorer (autointerp.classify): a chat model answering yes/no about held-out excerpts."""
+
+    kinds: list[Literal["detection", "fuzzing"]]
+    seed: int  # request seed (greedy decoding) and fuzzing's wrong-mark draws

@@ -41,6 +41,9 @@ class Column:
     nan_dropped: int | None = None
     comparisons: tuple[Mapping[str, Any], ...] = ()
     evaluation: str = ""  # filled in by the registry
+    # What answering without reading scores on the column's units (classification scorers): keys always_yes,
+    # always_no, random, random_low, random_high (the coin flips' interval for the mean). Empty: no floor.
+    chance: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
 
 # The long form of per-neuron scores: one row per (explanation, metric). ``scorer`` is the simulator (or other
@@ -249,6 +252,67 @@ register(Evaluation(
     enabled=lambda config: bool((config.get("puzzles") or {}).get("sets")),
     description="Mean embedding similarity of puzzle explanations to the ground truth (Table 4).",
 ))
+
+
+CLASSIFY_KINDS = ("detection", "fuzzing")
+
+
+def _classification_columns(path: str, kind: str) -> dict[str, Column]:
+    """Table 2-like columns of balanced accuracy, each with its chance floor (the same for every format of a
+    column: the formats are scored on the same neurons' example mixes)."""
+    columns = _paired_columns(path, ("explainer", "scorer"), lambda e, sc, s: f"{kind}[{e}/{sc}/{s}]")
+    rows = [r for r in read_csv(path) if r["kind"] == "format"]
+    out = {}
+    for name, col in columns.items():
+        explainer, scorer, neuron_set = name[len(kind) + 1:-1].split("/")
+        row = next(r for r in rows if (r["explainer"], r["scorer"]) == (explainer, scorer)
+                   and r.get(f"{neuron_set}_mean", "") != "")
+        chance = {k: _f(row[f"{neuron_set}_floor_{k}"])
+                  for k in ("always_yes", "always_no", "random", "random_low", "random_high")}
+        out[name] = dataclasses.replace(col, chance=chance)
+    return out
+
+
+def _scorer_runs(kind: str) -> Callable[[dict], bool]:
+    return lambda config: any(kind in (s.get("kinds") or CLASSIFY_KINDS) for s in (config.get("scorers") or {}).values())
+
+
+def _classification_metrics(kind: str) -> dict[str, str]:
+    """The per-neuron values the pages and the export show: each figure with its floor beside it."""
+    return {
+        kind: "balanced accuracy (mean of recall and specificity) of the scorer's yes/no answers on the neuron's "
+              f"held-out examples ({kind} file `balanced_accuracy`; 0..1; always-yes and always-no score 0.5)",
+        f"{kind}_chance_low": "lower end of the central 95% interval of coin-flip answers' balanced accuracy on "
+                              "the same example mix (`balanced_accuracy_random_low`)",
+        f"{kind}_chance_high": "upper end of that interval (`balanced_accuracy_random_high`): a score at or below "
+                               "it is within chance",
+        f"{kind}_accuracy": "share of examples answered correctly (`accuracy`)",
+        f"{kind}_accuracy_always_yes": "accuracy of answering yes to every example (`accuracy_always_yes`)",
+        f"{kind}_accuracy_always_no": "accuracy of answering no to every example (`accuracy_always_no`)",
+        f"{kind}_f1": "F1 of the yes answers (`f1`)",
+        f"{kind}_f1_always_yes": "F1 of answering yes to every example (`f1_always_yes`)",
+        f"{kind}_unparseable": "examples whose answer could not be parsed, counted as wrong (`n_unparseable`)",
+    }
+
+
+_CLASSIFY_FILE_COLUMNS = {"": "balanced_accuracy", "_chance_low": "balanced_accuracy_random_low",
+                          "_chance_high": "balanced_accuracy_random_high", "_accuracy": "accuracy",
+                          "_accuracy_always_yes": "accuracy_always_yes", "_accuracy_always_no": "accuracy_always_no",
+                          "_f1": "f1", "_f1_always_yes": "f1_always_yes", "_unparseable": "n_unparseable"}
+
+for _kind in CLASSIFY_KINDS:
+    register(Evaluation(
+        name=_kind, table=f"table_{_kind}.csv", companions=(f"table_{_kind}_paired.csv", f"table_{_kind}_metrics.csv"),
+        columns=lambda path, kind=_kind: _classification_columns(path, kind),
+        enabled=_scorer_runs(_kind),
+        description=f"Mean balanced accuracy of the {_kind} scorer per neuron set (docs/classify.md), one column "
+                    "per explainer/scorer/neuron set, with its chance floor.",
+        neuron_scores=NeuronScores(
+            fields=("neuron_set", "explainer", "scorer"),
+            read=lambda path, f, kind=_kind: _long_scores(
+                path, f, {col: kind + suffix for suffix, col in _CLASSIFY_FILE_COLUMNS.items()}, f["scorer"]),
+            metrics=_classification_metrics(_kind)),
+    ))
 
 
 def _table5_columns(path: str) -> dict[str, Column]:

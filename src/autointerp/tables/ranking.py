@@ -26,7 +26,9 @@ from autointerp.tables.settings import TablesSettings
 COMPARISON_COLUMNS = ["column", "evaluation", "method", "format", "n", "nan_dropped", "method_mean", "format_mean",
                       "diff", "ci_low", "ci_high", "wilcoxon_p", "wilcoxon_method", "warning", "format_rank",
                       "is_best_format", "method_position", "n_formats"]
-COLUMNS_COLUMNS = ["column", "evaluation", "higher_is_better", "n_formats", "n", "nan_dropped", "comparison_methods"]
+CHANCE_KEYS = ("always_yes", "always_no", "random", "random_low", "random_high")
+COLUMNS_COLUMNS = ["column", "evaluation", "higher_is_better", "n_formats", "n", "nan_dropped", "comparison_methods",
+                   *(f"chance_{k}" for k in CHANCE_KEYS)]
 
 
 def rank_values(values: Mapping[str, float], higher_is_better: bool = True) -> dict[str, float]:
@@ -89,7 +91,8 @@ def table6(columns: Mapping[str, Column], formats: list[str], out_path, comparis
         legend = [{"column": name, "evaluation": col.evaluation, "higher_is_better": col.higher_is_better,
                    "n_formats": len(ranked[name]), "n": "" if col.n is None else col.n,
                    "nan_dropped": "" if col.nan_dropped is None else col.nan_dropped,
-                   "comparison_methods": ";".join(sorted({c["method"] for c in col.comparisons}))}
+                   "comparison_methods": ";".join(sorted({c["method"] for c in col.comparisons})),
+                   **{f"chance_{k}": col.chance.get(k, "") for k in CHANCE_KEYS}}
                   for name, col in columns.items()]
         write_csv(legend, columns_path, COLUMNS_COLUMNS)
     return rows

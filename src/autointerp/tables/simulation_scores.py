@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import Callable
 
 from autointerp.common.io import path_fields, read_parquet, write_csv
 from autointerp.common.snakemake_io import RuleIO
@@ -32,18 +33,24 @@ def read_neuron_sets(paths) -> dict[str, set[tuple[int, int]]]:
             for p in paths}
 
 
-def neuron_scores(path) -> dict[tuple[int, int], float]:
-    """Per-neuron score: the mean over its samples' finite scores (NaN if no sample has one)."""
-    rows = read_parquet(path, columns=["layer", "neuron", "score"]).to_pylist()
-    return unit_means(rows, lambda r: (r["layer"], r["neuron"]), "score")
+def neuron_scores(path, field: str = "score") -> dict[tuple[int, int], float]:
+    """Per-neuron value of ``field``: the mean over its samples' finite values (NaN if no sample has one)."""
+    rows = read_parquet(path, columns=["layer", "neuron", field]).to_pylist()
+    return unit_means(rows, lambda r: (r["layer"], r["neuron"]), field)
 
 
-def table2(items: list[dict], methods: list[dict], out_path, paired_path, *, formats: list[str],
-           comparisons: list[str], statistics: Statistics, neuron_sets: dict | None = None) -> list[dict]:
-    """``items``: format score files ``{"neuron_set", "explainer", "simulator", "format", "path"}``;
-    ``methods``: comparison methods' score files ``{"neuron_set", "format", "path"}`` (``format`` is the
-    method's name). Every ``format`` must be in ``formats`` and every method in ``comparisons``.
-    ``neuron_sets``: each set's neurons, so that neurons without any score count as missing (``nan_own``)."""
+# A group's extra columns for one cell: (neuron_set, explainer, group, format name, the cell's units) -> columns
+CellExtra = Callable[[str, str, str, str, tuple], dict]
+
+
+def paired_score_table(items: list[dict], methods: list[dict], out_path, paired_path, *, group: str, field: str,
+                       formats: list[str], comparisons: list[str], statistics: Statistics,
+                       neuron_sets: dict | None = None, extra: CellExtra | None = None,
+                       extra_stats: tuple[str, ...] = ()) -> list[dict]:
+    """A Table-2-shaped table of per-explanation files: rows (explainer, ``group`` role, format), a cell per
+    neuron set over the neurons finite for every format (paired). ``items``: ``{"neuron_set", "explainer",
+    group, "format", "path"}``; ``methods``: comparison methods' files ``{"neuron_set", "format", "path"}``
+    (``format`` is the method's name). ``extra`` adds columns ``{set}_{name}`` (``extra_stats``) to each cell."""
     neuron_sets = neuron_sets or {}
     for item in items:
         if item["format"] not in formats:
@@ -54,29 +61,42 @@ def table2(items: list[dict], methods: list[dict], out_path, paired_path, *, for
     method_scores = {(m["neuron_set"], m["format"]): neuron_scores(m["path"]) for m in methods}
     groups: dict[tuple, dict[str, dict]] = defaultdict(dict)
     for item in items:
-        groups[(item["explainer"], item["simulator"], item["neuron_set"])][item["format"]] = neuron_scores(item["path"])
+        groups[(item["explainer"], item[group], item["neuron_set"])][item["format"]] = neuron_scores(item["path"],
+                                                                                                      field)
     sets = sorted({k[2] for k in groups})
     rows: dict[tuple, dict] = {}
     paired = []
-    for (explainer, simulator, neuron_set), by_format in sorted(groups.items()):
+    for (explainer, role, neuron_set), by_format in sorted(groups.items()):
         fmts = sorted(by_format)
         comps = sorted(m for (s, m) in method_scores if s == neuron_set)
         by_method = {**by_format, **{m: method_scores[(neuron_set, m)] for m in comps}}
         expected = neuron_sets.get(neuron_set, ())
         for name, cell in paired_cells(by_method, fmts, comps, expected).items():
             kind = "format" if name in by_format else "comparison"
-            row = rows.setdefault((explainer, simulator, kind, name), {
-                "kind": kind, "explainer": explainer, "simulator": simulator, "format": name})
+            row = rows.setdefault((explainer, role, kind, name), {
+                "kind": kind, "explainer": explainer, group: role, "format": name})
             row.update(cell.columns(f"{neuron_set}_"))
+            if extra is not None:
+                row.update({f"{neuron_set}_{k}": v for k, v in extra(neuron_set, explainer, role, name,
+                                                                        cell.units).items()})
         for r in paired_rows(by_method, fmts, comps, statistics, expected):
-            paired.append({"explainer": explainer, "simulator": simulator, "neuron_set": neuron_set, **r})
+            paired.append({"explainer": explainer, group: role, "neuron_set": neuron_set, **r})
     for row in rows.values():
         row["average"] = set_average(row, sets)
-    columns = ["kind", "explainer", "simulator", "format"] + [f"{s}_{k}" for s in sets for k in CELL_STATS]
-    out = sorted(rows.values(), key=lambda r: (r["explainer"], r["simulator"], r["kind"] != "format", r["format"]))
+    columns = ["kind", "explainer", group, "format"] + [f"{s}_{k}" for s in sets for k in (*CELL_STATS, *extra_stats)]
+    out = sorted(rows.values(), key=lambda r: (r["explainer"], r[group], r["kind"] != "format", r["format"]))
     write_csv(out, out_path, columns + ["average"])
-    write_csv(paired, paired_path, ["explainer", "simulator", "neuron_set", *PAIRED_COLUMNS])
+    write_csv(paired, paired_path, ["explainer", group, "neuron_set", *PAIRED_COLUMNS])
     return out
+
+
+def table2(items: list[dict], methods: list[dict], out_path, paired_path, *, formats: list[str],
+           comparisons: list[str], statistics: Statistics, neuron_sets: dict | None = None) -> list[dict]:
+    """Table 2: simulation scores (``score``) per explainer/simulator; N2G and the token lookup as comparisons.
+    ``neuron_sets``: each set's neurons, so that neurons without any score count as missing (``nan_own``)."""
+    return paired_score_table(items, methods, out_path, paired_path, group="simulator", field="score",
+                              formats=formats, comparisons=comparisons, statistics=statistics,
+                              neuron_sets=neuron_sets)
 
 
 def run_table2(settings: TablesSettings, io: RuleIO) -> dict:

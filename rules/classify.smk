@@ -1,0 +1,35 @@
+# Classification scorers (detection, fuzzing; docs/classify.md): a chat model labels held-out excerpts from each
+# explanation. Logprob-free, so any chat endpoint can score. Per set, not per chunk: one request per explanation.
+
+from autointerp.classify.stage import ClassifySettings  # noqa: E402
+
+
+rule classify:
+    input:
+        explanations=f"{R}/{{subject}}/{{corpus}}/explanations/{{neuron_set}}/{{explainer}}/{{format}}.jsonl",
+        records=f"{R}/{{subject}}/{{corpus}}/records/{{neuron_set}}.parquet",
+        engine=engine_inputs("scorers"),
+        budget=paid_gate("scorers"),
+    output:
+        scores=f"{R}/{{subject}}/{{corpus}}/{{kind}}/{{neuron_set}}/{{explainer}}/{{scorer}}/{{format}}.parquet",
+        usage=f"{R}/{{subject}}/{{corpus}}/usage/{{kind}}/{{neuron_set}}/{{explainer}}/{{scorer}}/{{format}}.json",
+    wildcard_constraints:
+        kind=one_of(CLASSIFY_KINDS),
+        scorer=one_of(SCORERS),
+    params:
+        settings=stage_settings(ClassifySettings),
+    log:
+        f"{LOGS}/{{subject}}/{{corpus}}/{{kind}}/{{neuron_set}}/{{explainer}}/{{scorer}}/{{format}}.log",
+    benchmark:
+        f"{BENCH}/{{subject}}/{{corpus}}/{{kind}}/{{neuron_set}}/{{explainer}}/{{scorer}}/{{format}}.tsv"
+    threads: config["llm"]["engine_threads"]
+    resources:
+        api_calls=1,
+        api_share=api_share,
+        local_engine=engine_slots("scorers"),
+        mem_mb=3000,
+        runtime=120,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/classify/classify.py"
