@@ -9,7 +9,8 @@ import pytest
 from workflow_utils import make_workdir, tiny_config
 
 # Every rule is either local (rules/common.smk `localrules`) or submitted: a new rule must be placed here.
-SUBMITTED = {"extract_shard", "merge_activations", "records", "explain", "simulate_score", "adacs_similarity", "puzzle_similarity",
+SUBMITTED = {"extract_shard", "merge_activations", "records", "explain", "simulate_score", "classify", "adacs_similarity",
+             "puzzle_similarity",
              "explain_puzzles", "n2g"}
 
 

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from fake_scorer import ScriptedScorers
 from fake_simulator import simulators_script
 from loopback_server import LoopbackServer
 from workflow_utils import (PLANTED_KEY, ROOT, copy_run, loopback_roles, make_workdir, snakemake, tiny_config,
@@ -22,9 +23,16 @@ pytestmark = pytest.mark.slow
 PRICES = {"price_input_per_1m": 1.0, "price_output_per_1m": 4.0}
 
 
+SCORERS = ScriptedScorers()
+
+
 @pytest.fixture(scope="module")
 def server():
-    with LoopbackServer(script=simulators_script, usage_encoding="cl100k_base") as srv:
+    def script(path, body):
+        out = simulators_script(path, body)
+        return out if out is not None else SCORERS(path, body)
+
+    with LoopbackServer(script=script, usage_encoding="cl100k_base") as srv:
         yield srv
 
 
@@ -34,6 +42,7 @@ def finished(tmp_path_factory, embedded_model_dir, server):
     config = tiny_config(**loopback_roles(server.base_url))
     config["extraction"].update(shards=3, layers_per_merge=1)
     work = make_workdir(tmp_path_factory.mktemp("run"), config, embedded_model_dir)
+    SCORERS.root = work / "results"  # the perfect scorer reads the held-out records' true activations there
     proc = snakemake(work, "--cores", "2", "all")  # the main command: every table, the report and the export
     assert proc.returncode == 0, proc.stderr[-4000:]
     (work / "console.txt").write_text(proc.stdout + proc.stderr)
@@ -42,7 +51,8 @@ def finished(tmp_path_factory, embedded_model_dir, server):
 
 def _ledger_cost(*roots) -> dict[str, float]:
     """Actual spend per stage under one run's folders: the usage files' ledger totals (cache hits cost 0)."""
-    stages = {"explain": "explain", "simulate": "simulate_score", "embed": "similarity"}
+    stages = {"explain": "explain", "simulate": "simulate_score", "embed": "similarity", "detection": "detection",
+              "fuzzing": "fuzzing"}
     out: dict[str, float] = {}
     for path in (p for root in roots for p in root.rglob("*.json") if "usage" in p.parts):
         stage = path.parts[path.parts.index("usage") + 1]
@@ -63,10 +73,11 @@ def _estimate(path) -> dict[str, float]:
 
 def _check_estimate(estimate: dict, actual: dict) -> None:
     assert estimate.pop("total") == pytest.approx(sum(estimate.values()))
-    assert set(estimate) == set(actual) == {"explain", "explain_puzzles", "simulate_score", "similarity"}
+    assert set(estimate) == set(actual) == {"explain", "explain_puzzles", "simulate_score", "similarity", "detection",
+                                            "fuzzing"}
     assert sum(actual.values()) > 0  # priced calls were really made and billed
     assert abs(sum(actual.values()) - sum(estimate.values())) <= 0.10 * sum(estimate.values()), (estimate, actual)
-    for stage in ("explain", "simulate_score"):  # the stages that carry the cost
+    for stage in ("explain", "simulate_score", "detection", "fuzzing"):  # the stages that carry the cost
         assert abs(actual[stage] - estimate[stage]) <= 0.10 * estimate[stage], (stage, estimate, actual)
 
 
@@ -211,8 +222,103 @@ def test_explanations_scores_and_tables(finished):
     assert cost[-1]["stage"] == "total" and int(cost[-1]["calls"]) == sum(calls.values())
     # 5 neurons x 5 formats, + the reference explainer on the 3 neurons of its AdaCS set; 10 valid records each
     assert calls["explain"] == 5 * 5 + 3 and calls["simulate_score"] == 5 * 5 * 10
-    assert set(calls) == {"explain", "explain_puzzles", "simulate_score", "adacs_similarity", "puzzle_similarity"}
+    assert set(calls) == {"explain", "explain_puzzles", "simulate_score", "adacs_similarity", "puzzle_similarity",
+                          "detection", "fuzzing"}
+    assert calls["detection"] == calls["fuzzing"] == 5 * 5  # one request per explanation and kind
     assert {k for k in table6[0] if k.startswith(("adacs[", "puzzles["))} >= {"adacs[loop/rnd]", "puzzles[loop/gen]"}
+
+
+def _csv(path) -> list[dict]:
+    import csv
+
+    return list(csv.DictReader(open(path)))
+
+
+def test_a_perfect_scorer_scores_1_on_held_out_records_with_floors_beside_every_figure(finished):
+    """The scripted perfect scorer (it knows the true labels) gets balanced accuracy 1.0 in every file and table;
+    its examples are held-out records only; the floors stand beside every figure (tables, Table 6, console)."""
+    run = finished / "results" / "smol" / "pydocs"
+    records = pq.read_table(run / "records" / "rnd.parquet").to_pylist()
+    train = {(r["layer"], r["neuron"]): set() for r in records}
+    for r in records:
+        if r["split"] == "train":
+            train[(r["layer"], r["neuron"])].add(r["excerpt_id"])
+    for kind in ("detection", "fuzzing"):
+        rows = pq.read_table(run / kind / "rnd" / "loop" / "perfect" / "AVHS.parquet").to_pylist()
+        assert len(rows) == 3
+        for row in rows:
+            assert row["balanced_accuracy"] == row["accuracy"] == 1.0 and row["n_unparseable"] == 0
+            assert not set(row["excerpt_ids"]) & train[(row["layer"], row["neuron"])]  # no leakage
+            assert row["n_positive"] == sum(row["labels"]) and row["answers"] == row["labels"]
+            assert row["accuracy_always_yes"] + row["accuracy_always_no"] == pytest.approx(1.0)
+            assert row["balanced_accuracy_random_low"] < 0.5 < row["balanced_accuracy_random_high"]
+        table = _csv(finished / "results" / f"table_{kind}.csv")
+        assert {r["format"] for r in table} == {"Original", "Summary", "Highlight", "HighlightSummary", "AVHS"}
+        for r in table:
+            for s in ("rnd", "top"):
+                assert float(r[f"{s}_mean"]) == 1.0 and float(r[f"{s}_unparseable"]) == 0
+                assert float(r[f"{s}_floor_always_yes"]) == float(r[f"{s}_floor_always_no"]) == 0.5
+                assert float(r[f"{s}_floor_random_low"]) < 0.5 < float(r[f"{s}_floor_random_high"])
+        metrics = _csv(finished / "results" / f"table_{kind}_metrics.csv")
+        assert {m["metric"] for m in metrics} == {"accuracy", "balanced_accuracy", "precision", "recall", "f1"}
+        for m in metrics:
+            assert float(m["mean"]) == 1.0 and int(m["n_unparseable"]) == 0
+            if m["metric"] == "accuracy":  # per neuron, always-yes and always-no accuracy add up to 1
+                assert float(m["floor_always_yes"]) + float(m["floor_always_no"]) == pytest.approx(1.0)
+            if m["metric"] == "recall":
+                assert (float(m["floor_always_yes"]), float(m["floor_always_no"])) == (1.0, 0.0)
+    table6 = _csv(finished / "results" / "table6.csv")
+    for column in ("detection[loop/perfect/rnd]", "fuzzing[loop/perfect/top]"):
+        assert all(float(r[column]) == 3.0 for r in table6)  # five formats tied at 1.0 share the ranks 1..5
+    legend = {r["column"]: r for r in _csv(finished / "results" / "table6_columns.csv")}
+    assert float(legend["detection[loop/perfect/rnd]"]["chance_always_no"]) == 0.5
+    assert float(legend["fuzzing[loop/perfect/top]"]["chance_random_low"]) < 0.5
+    assert legend["simulate[loop/loop/rnd]"]["chance_random"] == ""
+    console = (finished / "console.txt").read_text()
+    assert "detection loop/perfect AVHS: rnd 1.000 (chance 0.5; coin flips" in console
+
+
+def test_scorers_beside_simulation_and_in_pages_and_export(finished):
+    """One table sets each scorer's requests and tokens per explanation beside simulation's; the neuron pages and
+    the export show the scorers' values with their floors."""
+    rows = {(r["neuron_set"], r["method"]): r for r in _csv(finished / "results" / "table_scorers.csv")}
+    sim, detection = rows[("rnd", "simulation")], rows[("rnd", "detection")]
+    assert float(sim["requests_per_explanation"]) == 10 and float(detection["requests_per_explanation"]) == 1
+    assert int(sim["explanations_scored"]) == int(detection["explanations_scored"]) == 15  # 3 neurons x 5 formats
+    assert 0 < float(detection["tokens_per_explanation"]) < float(sim["tokens_per_explanation"])
+    assert detection["spearman_rho"] == "nan" and detection["n_explanations"] == "15"  # a constant 1.0: undefined
+    page = next((finished / "results" / "report" / "rnd").glob("*.html")).read_text()
+    assert "detection[perfect]" in page and "fuzzing_chance_high[perfect]" in page
+    export = pq.read_table(finished / "results" / "export" / "rnd.parquet").to_pylist()
+    assert {"detection[perfect]", "detection_chance_low[perfect]", "detection_unparseable[perfect]"} <= set(export[0])
+
+
+def test_a_new_scorer_runs_only_its_jobs_and_a_coin_stays_within_its_floors(finished, tmp_path):
+    """Adding a scorer schedules only its classify jobs and the tables; a coin-flipping scorer's balanced accuracy
+    stays within the chance interval of its example mixes, and it correlates with simulation at a finite rho."""
+    work = _copy(finished, tmp_path)
+
+    def add_coin(config):
+        config["scorers"]["coin"] = {**config["scorers"]["perfect"], "model": "loop-coin", "kinds": ["detection"]}
+
+    _edit_config(work, add_coin)
+    plan = _dry_run_jobs(work, "results/table6.csv")
+    assert plan["classify"] == 10  # 2 sets x 5 formats, detection only
+    assert set(plan) <= {"classify", "table_classify", "scorer_comparison", "cost_estimate", "table6", "all"}, plan
+    proc = snakemake(work, "--cores", "2", "results/table6.csv")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    run = work / "results" / "smol" / "pydocs" / "detection"
+    scores = [r for p in sorted(run.glob("*/loop/coin/*.parquet")) for r in pq.read_table(p).to_pylist()]
+    assert len(scores) == 25 and all(r["n_unparseable"] == 0 for r in scores)
+    inside = [r["balanced_accuracy_random_low"] <= r["balanced_accuracy"] <= r["balanced_accuracy_random_high"]
+              for r in scores]
+    assert sum(inside) >= 0.8 * len(inside), inside  # each neuron's central 95% interval
+    cells = [(float(r[f"{s}_mean"]), float(r[f"{s}_floor_random_low"]), float(r[f"{s}_floor_random_high"]))
+             for r in _csv(work / "results" / "table_detection.csv") if r["scorer"] == "coin" for s in ("rnd", "top")]
+    assert len(cells) == 10 and sum(low <= m <= high for m, low, high in cells) >= 8, cells
+    assert any(float(r["detection[loop/coin/rnd]"]) != 3.0 for r in _csv(work / "results" / "table6.csv"))
+    coin = next(r for r in _csv(work / "results" / "table_scorers.csv") if r["scorer"] == "coin" and r["neuron_set"] == "rnd")
+    assert math.isfinite(float(coin["spearman_rho"])) and -1 <= float(coin["spearman_rho"]) <= 1
 
 
 def test_n2g_rows_graphs_and_metrics(finished):
@@ -647,7 +753,7 @@ def test_priced_roles_only_presets_reuse_shared_work_and_match_their_estimates(f
     def roles_only(config):
         config["simulators"]["loopchat"] = {**config["simulators"]["loop"], "mode": "chat_logprobs"}
         for role in (*config["explainers"].values(), *config["simulators"].values(),
-                     *config["embedders"].values()):
+                     *config["embedders"].values(), *config["scorers"].values()):
             role.update(model=f"{role['model']}-{run}", **PRICES)
         config["prompt_formats"] = {"Original": {}, "Summary": {}}  # Original: the AdaCS reference's format
 

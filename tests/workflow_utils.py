@@ -62,7 +62,7 @@ def snakemake(work: Path, *args: str, timeout: int = 900, without: tuple[str, ..
 
 
 def loopback_roles(base_url: str, **prices: float) -> dict:
-    """Explainer and simulator on the loopback test server; the key comes from a planted env var. ``prices``
+    """Explainer, simulator and scorer on the loopback test server; the key comes from a planted env var. ``prices``
     (price_input_per_1m, price_output_per_1m) make every role a priced one."""
     role = {"provider": "openai", "model": "loop-model", "base_url": base_url, "api_key_env": "AUTOINTERP_TEST_KEY",
             "context_length": 8192, "concurrency": 8, **prices}
@@ -74,6 +74,8 @@ def loopback_roles(base_url: str, **prices: float) -> dict:
         "explainers": {"loop": dict(role),
                        "loopref": {**role, "role": "reference", "formats": ["Original"], "temperature": 0.0}},
         "simulators": {"loop": {**role, "mode": "prompt_logprobs"}},
+        # tests/fake_scorer.py answers a "-perfect" model from the run's records (both scorer kinds)
+        "scorers": {"perfect": {**role, "model": "loop-perfect"}},
         "embedders": {"loopemb": {**role, "model": "loop-embed"}},
         "adacs": {"embedder": "loopemb", "references": {"rnd": {"kind": "explainer", "explainer": "loopref"}}},
         "puzzles": {"embedder": "loopemb", "samples": 2, "sets": puzzle_sets},

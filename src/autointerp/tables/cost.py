@@ -8,6 +8,9 @@ Counted from the prompts the run will actually send, with each role's tiktoken e
   (``prompt_logprobs``: the all-at-once text, no completion; ``chat_logprobs``: the chat messages, and a reply of
   one ``token<TAB>value`` line per token). The explanation does not exist yet, so a typical one stands in;
   the upper bound puts an explanation of the explainer's ``max_tokens`` and, in chat mode, the reply cap.
+- ``detection`` / ``fuzzing`` (rule classify): one chat call per explanation and scorer kind (detection, fuzzing), on the real examples of each
+  neuron (its held-out records; autointerp.classify) with the stand-in explanation; the completion is one
+  ``i: 0`` line per example, the bound the request's ``max_tokens``.
 - ``adacs_similarity`` / ``puzzle_similarity``: embedding calls of 64 texts over the explanations and references.
 Local roles (the embedded engine) cost nothing. The estimate ignores the response cache: a rerun whose calls are
 cached spends less. Columns: docs/tables.md.
@@ -125,6 +128,60 @@ def simulate_rows(records_by_set: dict[str, dict], simulators: dict, explainers:
     return rows
 
 
+def classify_tokens(kind: str, valid: list[dict], role: dict, explanation: str, *, layer: int = 0,
+                    neuron: int = 0) -> tuple[int, int, int]:
+    """(prompt tokens, expected completion tokens, completion cap) of one scorer call on one neuron's held-out
+    records (``{"source", "excerpt_id", "tokens", "activations"}``)."""
+    from autointerp.classify.core import detection_examples, fuzzing_examples, render_messages
+    from autointerp.classify.runner import max_answer_tokens
+
+    import numpy as np
+
+    if kind == "detection":
+        examples = detection_examples(valid, [])
+    else:
+        examples = fuzzing_examples(valid, [], np.random.default_rng([int(role.get("seed", 0)), layer, neuron]))
+    if not examples:
+        return 0, 0, 0
+    encoding = role.get("encoding", "cl100k_base")
+    reply = "\n".join(f"{i}: 0" for i in range(1, len(examples) + 1))
+    return (count_chat_tokens(render_messages(kind, explanation, examples), encoding),
+            count_text_tokens(reply, encoding), max_answer_tokens(len(examples)))
+
+
+def classify_rows(records_by_set: dict[str, dict], scorers: dict, explainers: dict,
+                  explained: list[dict]) -> list[dict]:
+    """One row per (set, explainer, scorer, kind, format): one call per explanation (neuron and sample)."""
+    per_set: dict[tuple, tuple] = {}
+    rows = []
+    for item in explained:
+        records = records_by_set[item["set"]]
+        explainer = explainers[item["explainer"]]
+        k = int(explainer.get("samples", 1))
+        for name, role in sorted(scorers.items()):
+            for kind in role.get("kinds") or ("detection", "fuzzing"):
+                key = (item["set"], name, kind, int(explainer.get("max_tokens", 60)))
+                if key not in per_set:
+                    long = _placeholder(role.get("encoding", "cl100k_base"), key[3]) if _usd(role, 1, 1) else None
+                    calls = prompt = completion = prompt_max = completion_max = 0
+                    for nid, entry in records.items():
+                        valid = [{"source": src, "excerpt_id": r.excerpt_id, "tokens": list(r.tokens),
+                                  "activations": list(r.activations)}
+                                 for r, src in zip(entry["valid"], entry["valid_sources"])]
+                        where = {"layer": nid.layer, "neuron": nid.neuron}
+                        p, c, cap = classify_tokens(kind, valid, role, PLACEHOLDER_EXPLANATION, **where)
+                        calls, prompt, completion = calls + (1 if p else 0), prompt + p, completion + c
+                        prompt_max += classify_tokens(kind, valid, role, long, **where)[0] if long else p
+                        completion_max += cap
+                    per_set[key] = (calls, prompt, completion, prompt_max, completion_max)
+                calls, prompt, completion, prompt_max, completion_max = per_set[key]
+                rows.append(_row(kind, name, role, item["set"], item["explainer"], item["format"],
+                                 calls=calls * k, prompt=prompt * k, completion=completion * k, calls_max=calls * k,
+                                 prompt_max=prompt_max * k, completion_max=completion_max * k,
+                                 units=len(records)))
+    return rows
+
+
 def embed_rows(stage: str, embedder_name: str, embedder: dict, set_name: str, items: list[dict],
                explainers: dict, n_units: int, reference_tokens: int | None = None,
                samples: int | None = None) -> list[dict]:
@@ -203,6 +260,7 @@ def run_cost_estimate(settings, io) -> dict:
                          samples=cost.puzzle_samples)
     compared = [p for p in prompts if p["explainer"] in cost.compared]
     rows += simulate_rows(records_by_set, simulators, explainers, compared)
+    rows += classify_rows(records_by_set, {k: v.model_dump() for k, v in cost.scorers.items()}, explainers, compared)
     if cost.adacs_embedder:
         emb = embedders[cost.adacs_embedder]
         for set_name in cost.adacs_sets:

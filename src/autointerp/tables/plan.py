@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autointerp.tables.cost import PLACEHOLDER_EXPLANATION, _usd, simulation_tokens
+from autointerp.tables.cost import PLACEHOLDER_EXPLANATION, _usd, classify_tokens, simulation_tokens
 
 GB = 1e9
 
@@ -83,6 +83,16 @@ def cost_plan(config: dict, sizes: dict[str, int | None]) -> list[dict[str, Any]
         calls = explanations * valid
         rows.append({"stage": "simulate_score", "role": name, "calls": calls,
                      "usd": _usd(sim, calls * per_record[0], calls * per_record[1])})
+    # The stand-in's records serve as the held-out split: its first half as top records, the rest as random ones.
+    valid = [{"source": "top" if i < n_split else "random", "excerpt_id": i, "tokens": list(r.tokens),
+              "activations": list(r.activations)} for i, r in enumerate(records + records)]
+    explanations = sum(neurons * int(e.get("samples", 1)) * len(e.get("formats") or config["prompt_formats"])
+                       for e in config["explainers"].values() if e.get("role", "compared") == "compared")
+    for name, role in sorted((config.get("scorers") or {}).items()):
+        for kind in role.get("kinds") or ("detection", "fuzzing"):
+            prompt, completion, _ = classify_tokens(kind, valid, role, PLACEHOLDER_EXPLANATION)
+            rows.append({"stage": kind, "role": name, "calls": explanations,
+                         "usd": _usd(role, explanations * prompt, explanations * completion)})
     return rows
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from autointerp.common.settings import Settings
-from autointerp.llm.settings import EmbedderRole, ExplainerRole, SimulatorRole
+from autointerp.llm.settings import EmbedderRole, ExplainerRole, ScorerRole, SimulatorRole
 
 
 class Statistics(Settings):
@@ -29,6 +29,7 @@ class CostSettings(Settings):
 
     explainers: dict[str, ExplainerRole]
     simulators: dict[str, SimulatorRole]
+    scorers: dict[str, ScorerRole]
     embedders: dict[str, EmbedderRole]
     compared: list[str]
     max_extra_samples: int
@@ -45,6 +46,7 @@ class CostSettings(Settings):
         return cls(
             explainers={k: ExplainerRole.model_validate(v) for k, v in explainers.items()},
             simulators={k: SimulatorRole.model_validate(v) for k, v in (config.get("simulators") or {}).items()},
+            scorers={k: ScorerRole.model_validate(v) for k, v in (config.get("scorers") or {}).items()},
             embedders={k: EmbedderRole.model_validate(v) for k, v in (config.get("embedders") or {}).items()},
             compared=sorted(k for k, v in explainers.items() if v.get("role", "compared") == "compared"),
             max_extra_samples=config["llm"]["max_extra_samples"], puzzle_samples=puzzles.get("samples", 1),
