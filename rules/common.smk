@@ -334,14 +334,26 @@ def score_files(wildcards=None):
                           simulator=SIMULATORS)
 
 
-def classify_files(kind, folder=None):
-    """Per-explanation detection or fuzzing scores (``folder="usage"``: their usage files)."""
-    ext = "json" if folder == "usage" else "parquet"
-    base = f"{RUN}/usage/{kind}" if folder == "usage" else f"{RUN}/{kind}"
+def classify_files(kind):
+    """Per-explanation detection or fuzzing scores (per set: gathered when chunked)."""
 
     def get(wildcards=None):
-        return _per_explainer(f"{base}/{{neuron_set}}/{{explainer}}/{{scorer}}/{{format}}.{ext}", COMPARED,
+        return _per_explainer(f"{RUN}/{kind}/{{neuron_set}}/{{explainer}}/{{scorer}}/{{format}}.parquet", COMPARED,
                               scorer=scorers_of(kind))
+
+    return get
+
+
+def usage_files(stage, role, names):
+    """An LLM stage's usage files per (set, explainer, role, format): with chunks, every chunk's (they are not
+    gathered); ``role`` is the role's wildcard (simulator, scorer), ``names`` its configured names."""
+
+    def get(wildcards=None):
+        pattern = f"{RUN}/usage/{stage}/{{neuron_set}}/{{explainer}}/{{{role}}}/{{format}}"
+        files = _per_explainer(pattern, COMPARED, **{role: names})
+        if not CHUNKED:
+            return [f"{f}.json" for f in files]
+        return [f"{f}/{c}.json" for f in files for c in set_chunks(Path(f).parent.parent.parent.name)]
 
     return get
 

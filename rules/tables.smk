@@ -145,13 +145,13 @@ rule scorer_comparison:
     # Each classification scorer beside simulation: rank correlation and tokens/requests per explanation.
     input:
         simulation=score_files,
-        simulation_usage=lambda w: _per_explainer(
-            f"{RUN}/usage/simulate/{{neuron_set}}/{{explainer}}/{{simulator}}/{{format}}.json", COMPARED,
-            simulator=SIMULATORS),
+        simulation_usage=usage_files("simulate", "simulator", SIMULATORS),
         **{kind: classify_files(kind) for kind in CLASSIFY_KINDS},
-        **{f"{kind}_usage": classify_files(kind, "usage") for kind in CLASSIFY_KINDS},
+        **{f"{kind}_usage": usage_files(kind, "scorer", scorers_of(kind)) for kind in CLASSIFY_KINDS},
     output:
         report(f"{R}/table_scorers.csv", category="Tables"),
+    params:
+        settings=stage_settings(TablesSettings, "chunked"),
     log:
         f"{LOGS}/table_scorers.log",
     conda:

@@ -29,8 +29,12 @@ def _records(root: Path) -> list[dict]:
     return list(neurons.values())
 
 
-def _marked(tokens, positions) -> str:
-    return "".join(f"{OPEN}{t}{CLOSE}" if i in positions else t for i, t in enumerate(tokens))
+def _shown(token: str) -> str:
+    return token.replace("\r", "\\r").replace("\n", "\\n")  # the prompt keeps each excerpt on one line
+
+
+def _marked(tokens, positions=()) -> str:
+    return "".join(f"{OPEN}{_shown(t)}{CLOSE}" if i in positions else _shown(t) for i, t in enumerate(tokens))
 
 
 class ScriptedScorers:
@@ -41,12 +45,12 @@ class ScriptedScorers:
     def _truth(self, excerpts: list[str]) -> list[int]:
         strip = lambda text: text.replace(OPEN, "").replace(CLOSE, "")  # noqa: E731  (both sides: "<<" in code)
         for valid in _records(self.root):
-            texts = ["".join(r["tokens"]) for r in valid]
+            texts = [_marked(r["tokens"]) for r in valid]
             weakest_top = min(max(r["activations"]) for r in valid if r["source"] == "top")
             active = [r for r in valid if max(r["activations"]) >= weakest_top]
             if excerpts == texts:  # detection: the held-out records in order, unmarked
                 return [int(max(r["activations"]) >= weakest_top) for r in valid]
-            by_text = {strip("".join(r["tokens"])): r for r in active}
+            by_text = {strip(_marked(r["tokens"])): r for r in active}
             if list(dict.fromkeys(strip(e) for e in excerpts)) == list(by_text):
                 labels = []  # fuzzing: each activating record, marked (twice: true marks and others)
                 for shown in excerpts:

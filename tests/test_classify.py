@@ -170,3 +170,13 @@ def test_scripted_models_through_the_llm_layer(kind, make_client, loopback):
     always = asyncio.run(score_explanation(client, kind, "another explanation", examples))
     assert always["accuracy"] == pytest.approx(always["accuracy_always_yes"])
     assert always["balanced_accuracy"] == 0.5
+
+
+def test_excerpts_with_line_breaks_stay_on_one_line_each():
+    records = valid_records()
+    records[0]["tokens"] = ["first", "\n", "second", "\r\n", "third"] + records[0]["tokens"][5:]
+    examples = detection_examples(records, [])
+    prompt = render_messages("detection", "line breaks", examples)[-1]["content"]
+    lines = [line for line in prompt.splitlines() if line.startswith("Excerpt ")]
+    assert len(lines) == len(examples) == 10
+    assert lines[0].startswith("Excerpt 1: first\\nsecond\\r\\nthird")

@@ -91,7 +91,7 @@ def test_openai_compatible_preset_round_trip(standalone_engine, embedded_model_d
                   neuron_sets={"rnd": {"kind": "random", "total": 1, "seed": 0}},
                   prompt_formats={"Original": {}, "Summary": {}})
     base_url = standalone_engine.rstrip("/") + ("" if standalone_engine.rstrip("/").endswith("/v1") else "/v1")
-    for role in (*preset["explainers"].values(), *preset["simulators"].values()):
+    for role in (*preset["explainers"].values(), *preset["simulators"].values(), *preset["scorers"].values()):
         assert role["base_url"] == "http://127.0.0.1:8000/v1" and role["provider"] == "openai"
         role["base_url"] = base_url
     work = make_workdir(tmp_path, small, embedded_model_dir)
@@ -120,6 +120,11 @@ def test_openai_compatible_preset_round_trip(standalone_engine, embedded_model_d
         usage = (results / "smol" / "pydocs" / "usage" / "simulate" / "rnd" / "remote" / "remote" / f"{fmt}.json")
         assert '"requests": 2' in usage.read_text()  # the calls really reached the standalone server
     assert "simulate_score rnd/remote/remote/Original: 1/1 explanations scored" in out
+    for kind in ("detection", "fuzzing"):  # the scorers through the same server: one request per explanation
+        usage = results / "smol" / "pydocs" / "usage" / kind / "rnd" / "remote" / "remote" / "Summary.json"
+        assert '"requests": 1' in usage.read_text() and f"classify {kind}/rnd/remote/remote/Summary: 1/1" in out
+    assert {f"{k}[remote/remote/rnd]" for k in ("detection", "fuzzing")} <= set(
+        (results / "table6.csv").read_text().splitlines()[0].split(","))
     assert not (work / "results" / "table6.csv").exists()  # neither run wrote the default run's tables
 
 

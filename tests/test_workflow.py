@@ -640,12 +640,15 @@ def test_new_prompt_variant_schedules_only_its_jobs(finished, tmp_path):
     assert jobs.pop("explain") == n_sets * n_compared
     assert jobs.pop("simulate_score") == n_sets * n_compared * len(config["simulators"])
     assert jobs.pop("adacs_similarity") == len(config["adacs"]["references"]) * n_compared
+    kinds = sum(len(s.get("kinds", ["detection", "fuzzing"])) for s in config["scorers"].values())
+    assert jobs.pop("classify") == n_sets * n_compared * kinds
     for rule in ("render_puzzle_prompts", "explain_puzzles", "puzzle_similarity"):
         assert jobs.pop(rule) == n_puzzle_sets * n_compared, rule
     assert jobs.pop("all") == 1
     assert jobs.pop("cost_estimate") == 1
     # only the aggregations follow: the tables, the report's plots and pages, the export
-    assert set(jobs) == {"table1", "table2", "table3", "table4", "table6", "report_plots", "neuron_pages", "export"}, jobs
+    assert set(jobs) == {"table1", "table2", "table3", "table4", "table_classify", "scorer_comparison", "table6",
+                         "report_plots", "neuron_pages", "export"}, jobs
 
 
 def test_chunked_run_gathers_the_same_tables_and_grows_by_chunk(finished, tmp_path):

@@ -122,7 +122,7 @@ def rule_io(inputs: dict, outputs: dict, *, threads: int = 1, **wildcards):
 # --- every written column documented ---------------------------------------------------------------------------
 
 # Placeholders a documented name may contain; each stands for one name (a neuron set, a role, a puzzle set).
-DOC_PLACEHOLDERS = ("set", "puzzle_set", "explainer", "simulator")
+DOC_PLACEHOLDERS = ("set", "puzzle_set", "explainer", "simulator", "scorer")
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(DOC_PLACEHOLDERS) + r")\}")
 _ONE_NAME = r"[^/\[\]\s]+?"
 

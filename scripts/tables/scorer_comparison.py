@@ -2,5 +2,6 @@
 
 from autointerp.common.snakemake_io import run_rule
 from autointerp.tables.classification import run_scorer_comparison
+from autointerp.tables.settings import TablesSettings
 
-run_rule(snakemake, None, run_scorer_comparison)  # noqa: F821
+run_rule(snakemake, TablesSettings, run_scorer_comparison)  # noqa: F821

@@ -70,9 +70,15 @@ def fuzzing_examples(valid: Sequence[dict], train_excerpts: Iterable[int], rng: 
     return out
 
 
+def one_line(token: str) -> str:
+    """A token as the prompt shows it: line breaks escaped, so that every excerpt stays on its own line."""
+    return token.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def excerpt_text(example: Example) -> str:
     marks = set(example.marks)
-    return "".join(f"{MARK_OPEN}{t}{MARK_CLOSE}" if i in marks else t for i, t in enumerate(example.tokens))
+    return "".join(f"{MARK_OPEN}{one_line(t)}{MARK_CLOSE}" if i in marks else one_line(t)
+                   for i, t in enumerate(example.tokens))
 
 
 DETECTION_SYSTEM = (

@@ -137,7 +137,7 @@ def run_classify_job(settings: ClassifySettings, io: RuleIO) -> dict:
     unparseable = sum(r["n_unparseable"] for r in rows)
     answered = sum(r["n_examples"] for r in rows)
     mean_ba = float(np.nanmean([r["balanced_accuracy"] for r in rows])) if rows else math.nan
-    console(f"{label}: {len(rows)}/{len(results)} explanations scored ({settings.kind}); mean balanced accuracy "
+    console(f"{label}: {len(rows)}/{len(results)} explanations scored; mean balanced accuracy "
             f"{mean_ba:.3f} (chance 0.5); {unparseable}/{answered} answers unparseable")
     summary = {"explanations": len(rows), "failed_explanations": len(failed), "examples": answered,
                "unparseable_answers": unparseable, "kind": settings.kind, **totals}

@@ -48,9 +48,10 @@ def console(message: str) -> None:
 
 
 def job_label(io: "RuleIO") -> str:
-    """``rule set/explainer/[simulator/]format[/chunk]``: how progress and summary lines name a job."""
+    """``rule [kind/]set/explainer/[simulator/|scorer/]format[/chunk]``: how progress and summary lines name a job."""
     w = io.wildcards
-    parts = [w[k] for k in ("neuron_set", "puzzle_set", "explainer", "simulator", "format", "chunk") if w.get(k)]
+    keys = ("kind", "neuron_set", "puzzle_set", "explainer", "simulator", "scorer", "format", "chunk")
+    parts = [w[k] for k in keys if w.get(k)]
     return f"{io.rule} {'/'.join(parts)}".strip()
 
 

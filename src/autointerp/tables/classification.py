@@ -106,11 +106,11 @@ SCORERS_COLUMNS = ["neuron_set", "explainer", "method", "scorer", "simulator", "
                    "completion_tokens_per_explanation", "tokens_per_explanation"]
 
 
-def _usage(paths, fields) -> pl.DataFrame:
+def _usage(paths, fields, chunked: bool = False) -> pl.DataFrame:
     """Per (set, explainer, role): explanations scored and the calls and tokens spent (cache hits included:
-    what the work needs), summed over the formats' usage files."""
+    what the work needs), summed over the formats' (and chunks': ``{format}/{chunk}.json``) usage files."""
     rows = []
-    for f in path_fields(paths, fields):
+    for f in path_fields(paths, [*fields, "format"] if chunked else fields):
         totals = read_json(f["path"])["totals"]
         rows.append({**{k: f[k] for k in fields}, "explanations": int(totals["explanations"]),
                      "calls": int(totals["calls"]), "prompt_tokens": int(totals["prompt_tokens"]),
@@ -133,14 +133,14 @@ def _per_explanation(paths, fields, value: str) -> pl.DataFrame:
 
 
 def scorer_comparison(simulation: list[str], simulation_usage: list[str], scores: dict[str, list[str]],
-                      usage: dict[str, list[str]], out_path) -> list[dict]:
+                      usage: dict[str, list[str]], out_path, *, chunked: bool = False) -> list[dict]:
     """One row per (set, explainer, method): simulation per simulator, each classification kind per scorer and
     simulator it is compared with (Spearman's rho over the explanations both scored, every format pooled)."""
     from scipy.stats import spearmanr
 
     sim_fields = ["neuron_set", "explainer", "simulator"]
     sims = _per_explanation(simulation, sim_fields, "score")
-    sim_usage = _usage(simulation_usage, sim_fields)
+    sim_usage = _usage(simulation_usage, sim_fields, chunked)
     keys = ["neuron_set", "explainer", "layer", "neuron", "format", "sample"]
     rows = []
 
@@ -159,7 +159,7 @@ def scorer_comparison(simulation: list[str], simulation_usage: list[str], scores
                      **cost(sim_usage, neuron_set=s, explainer=e, simulator=sim)})
     for kind in sorted(scores):
         got = _per_explanation(scores[kind], FIELDS, "balanced_accuracy")
-        kind_usage = _usage(usage.get(kind) or [], FIELDS)
+        kind_usage = _usage(usage.get(kind) or [], FIELDS, chunked)
         for (s, e, scorer), part in sorted(got.group_by(FIELDS), key=lambda g: g[0]):
             base = {"neuron_set": s, "explainer": e, "method": kind, "scorer": scorer,
                     **cost(kind_usage, neuron_set=s, explainer=e, scorer=scorer)}
@@ -183,7 +183,8 @@ def run_scorer_comparison(settings: TablesSettings, io: RuleIO) -> dict:
     kinds = [k for k in ("detection", "fuzzing") if k in io.input]
     rows = scorer_comparison(as_list(io.input.get("simulation")), as_list(io.input.get("simulation_usage")),
                              {k: as_list(io.input[k]) for k in kinds},
-                             {k: as_list(io.input.get(f"{k}_usage")) for k in kinds}, io.outputs[0])
+                             {k: as_list(io.input.get(f"{k}_usage")) for k in kinds}, io.outputs[0],
+                             chunked=bool(settings.need("chunked")))
     for r in rows:
         rho = "" if r["method"] == "simulation" else (
             f"; Spearman rho with simulation {r['spearman_rho']:.3f} (n={r['n_explanations']})"

@@ -61,6 +61,7 @@ class TablesSettings(Settings):
     comparison_methods: list[str] | None = None  # methods compared with the formats, never ranked (N2G, ...)
     statistics: Statistics | None = None
     cost: CostSettings | None = None  # the cost estimate
+    chunked: bool | None = None  # config chunks: usage files are per chunk ({format}/{chunk}.json)
 
     @classmethod
     def from_config(cls, config, wildcards) -> "TablesSettings":
@@ -70,7 +71,7 @@ class TablesSettings(Settings):
         return cls(formats=sorted(config["prompt_formats"]),
                    comparison_methods=list(METHODS) if n2g else [],
                    statistics=Statistics.model_validate(config["tables"]),
-                   cost=CostSettings.from_config(config))
+                   cost=CostSettings.from_config(config), chunked=config.get("chunks") is not None)
 
     def need(self, *parts: str) -> Any:
         """The named parts (one value for one name); a part the rule did not send is a wiring error."""
