@@ -306,6 +306,27 @@ def test_simulate_stage_never_shows_the_key(mode, sim_mode, tmp_path, caplog, ca
     assert_job_failed_cleanly(tmp_path, inner, outer, log_text, caplog, capsys, srv, mode)
 
 
+@pytest.mark.parametrize("kind", ["detection", "fuzzing"])
+@pytest.mark.parametrize("mode", STAGE_MODES)
+def test_classify_stage_never_shows_the_key(mode, kind, tmp_path, caplog, capsys):
+    from autointerp.classify.stage import ClassifySettings, run_classify_job
+    from workflow_utils import rule_io, tiny_config, validated
+
+    caplog.set_level(logging.DEBUG)
+    explanations = tmp_path / "explanations.jsonl"
+    explanations.write_text(json.dumps({"layer": 0, "neuron": 1, "format": "Summary", "sample": 0,
+                                        "explanation": "cats", "valid": True}) + "\n")
+    with server_for(mode) as srv:
+        config = validated(tiny_config(scorers={"sc": stage_role(srv.base_url)},
+                                       llm={"cache_dir": str(tmp_path / "cache")}))
+        settings = ClassifySettings.from_config(config, {"scorer": "sc", "kind": kind})
+        io = rule_io({"explanations": explanations, "records": write_records(tmp_path / "records.parquet"),
+                      "engine": []},
+                     {"scores": tmp_path / "out" / "s.parquet", "usage": tmp_path / "out" / "u.json"})
+        inner, outer, log_text = run_as_rule(tmp_path, "classify", lambda: run_classify_job(settings, io))
+    assert_job_failed_cleanly(tmp_path, inner, outer, log_text, caplog, capsys, srv, mode)
+
+
 @pytest.mark.parametrize("mode", STAGE_MODES)
 def test_similarity_stage_never_shows_the_key(mode, tmp_path, caplog, capsys):
     from autointerp.similarity.stage import SimilaritySettings, run_puzzle_similarity_job
