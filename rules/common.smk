@@ -90,6 +90,18 @@ CLASSIFY_KINDS = ("detection", "fuzzing")
 def scorers_of(kind):
     return [s for s in SCORERS if kind in config["scorers"][s]["kinds"]]
 
+
+def scorer_sets(name):
+    """The neuron sets a scorer scores (its ``neuron_sets``, else every set)."""
+    return config["scorers"][name].get("neuron_sets") or NEURON_SETS
+
+
+for _name in SCORERS:
+    for _set in config["scorers"][_name].get("neuron_sets") or []:
+        if _set not in NEURON_SETS:
+            raise ConfigError(f"scorers.{_name}.neuron_sets: {_set!r} is not a configured neuron set "
+                              f"({', '.join(NEURON_SETS)}); add it to neuron_sets or fix the name")
+
 # Reference explainers (role: reference) only produce baseline explanations (e.g. for AdaCS); they are not ranked.
 GENERATED = [e for e in EXPLAINERS if config["explainers"][e].get("role", "compared") == "compared"]
 # Imported explanations (imported_explanations: files, no explainer) are compared like generated ones.
@@ -338,8 +350,8 @@ def classify_files(kind):
     """Per-explanation detection or fuzzing scores (per set: gathered when chunked)."""
 
     def get(wildcards=None):
-        return _per_explainer(f"{RUN}/{kind}/{{neuron_set}}/{{explainer}}/{{scorer}}/{{format}}.parquet", COMPARED,
-                              scorer=scorers_of(kind))
+        pattern = f"{RUN}/{kind}/{{neuron_set}}/{{explainer}}/{{scorer}}/{{format}}.parquet"
+        return [p for s in scorers_of(kind) for p in _per_explainer(pattern, COMPARED, scorer_sets(s), scorer=[s])]
 
     return get
 
@@ -350,7 +362,8 @@ def usage_files(stage, role, names):
 
     def get(wildcards=None):
         pattern = f"{RUN}/usage/{stage}/{{neuron_set}}/{{explainer}}/{{{role}}}/{{format}}"
-        files = _per_explainer(pattern, COMPARED, **{role: names})
+        files = [f for n in names
+                 for f in _per_explainer(pattern, COMPARED, scorer_sets(n) if role == "scorer" else None, **{role: [n]})]
         if not CHUNKED:
             return [f"{f}.json" for f in files]
         return [f"{f}/{c}.json" for f in files for c in set_chunks(Path(f).parent.parent.parent.name)]

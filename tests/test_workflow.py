@@ -224,7 +224,7 @@ def test_explanations_scores_and_tables(finished):
     assert calls["explain"] == 5 * 5 + 3 and calls["simulate_score"] == 5 * 5 * 10
     assert set(calls) == {"explain", "explain_puzzles", "simulate_score", "adacs_similarity", "puzzle_similarity",
                           "detection", "fuzzing"}
-    assert calls["detection"] == calls["fuzzing"] == 5 * 5  # one request per explanation and kind
+    assert calls["detection"] == calls["fuzzing"] == 3 * 5  # one request per explanation and kind, set rnd only
     assert {k for k in table6[0] if k.startswith(("adacs[", "puzzles["))} >= {"adacs[loop/rnd]", "puzzles[loop/gen]"}
 
 
@@ -254,11 +254,11 @@ def test_a_perfect_scorer_scores_1_on_held_out_records_with_floors_beside_every_
             assert row["balanced_accuracy_random_low"] < 0.5 < row["balanced_accuracy_random_high"]
         table = _csv(finished / "results" / f"table_{kind}.csv")
         assert {r["format"] for r in table} == {"Original", "Summary", "Highlight", "HighlightSummary", "AVHS"}
+        assert "top_mean" not in table[0]  # the scorer scores the sets it names (neuron_sets: [rnd])
         for r in table:
-            for s in ("rnd", "top"):
-                assert float(r[f"{s}_mean"]) == 1.0 and float(r[f"{s}_unparseable"]) == 0
-                assert float(r[f"{s}_floor_always_yes"]) == float(r[f"{s}_floor_always_no"]) == 0.5
-                assert float(r[f"{s}_floor_random_low"]) < 0.5 < float(r[f"{s}_floor_random_high"])
+            assert float(r["rnd_mean"]) == 1.0 and float(r["rnd_unparseable"]) == 0
+            assert float(r["rnd_floor_always_yes"]) == float(r["rnd_floor_always_no"]) == 0.5
+            assert float(r["rnd_floor_random_low"]) < 0.5 < float(r["rnd_floor_random_high"])
         metrics = _csv(finished / "results" / f"table_{kind}_metrics.csv")
         assert {m["metric"] for m in metrics} == {"accuracy", "balanced_accuracy", "precision", "recall", "f1"}
         for m in metrics:
@@ -268,11 +268,12 @@ def test_a_perfect_scorer_scores_1_on_held_out_records_with_floors_beside_every_
             if m["metric"] == "recall":
                 assert (float(m["floor_always_yes"]), float(m["floor_always_no"])) == (1.0, 0.0)
     table6 = _csv(finished / "results" / "table6.csv")
-    for column in ("detection[loop/perfect/rnd]", "fuzzing[loop/perfect/top]"):
+    assert "detection[loop/perfect/top]" not in table6[0]
+    for column in ("detection[loop/perfect/rnd]", "fuzzing[loop/perfect/rnd]"):
         assert all(float(r[column]) == 3.0 for r in table6)  # five formats tied at 1.0 share the ranks 1..5
     legend = {r["column"]: r for r in _csv(finished / "results" / "table6_columns.csv")}
     assert float(legend["detection[loop/perfect/rnd]"]["chance_always_no"]) == 0.5
-    assert float(legend["fuzzing[loop/perfect/top]"]["chance_random_low"]) < 0.5
+    assert float(legend["fuzzing[loop/perfect/rnd]"]["chance_random_low"]) < 0.5
     assert legend["simulate[loop/loop/rnd]"]["chance_random"] == ""
     console = (finished / "console.txt").read_text()
     assert "detection loop/perfect AVHS: rnd 1.000 (chance 0.5; coin flips" in console
@@ -303,19 +304,19 @@ def test_a_new_scorer_runs_only_its_jobs_and_a_coin_stays_within_its_floors(fini
 
     _edit_config(work, add_coin)
     plan = _dry_run_jobs(work, "results/table6.csv")
-    assert plan["classify"] == 10  # 2 sets x 5 formats, detection only
+    assert plan["classify"] == 5  # 5 formats of its one set, detection only
     assert set(plan) <= {"classify", "table_classify", "scorer_comparison", "cost_estimate", "table6", "all"}, plan
     proc = snakemake(work, "--cores", "2", "results/table6.csv")
     assert proc.returncode == 0, proc.stderr[-4000:]
     run = work / "results" / "smol" / "pydocs" / "detection"
     scores = [r for p in sorted(run.glob("*/loop/coin/*.parquet")) for r in pq.read_table(p).to_pylist()]
-    assert len(scores) == 25 and all(r["n_unparseable"] == 0 for r in scores)
+    assert len(scores) == 15 and all(r["n_unparseable"] == 0 for r in scores)
     inside = [r["balanced_accuracy_random_low"] <= r["balanced_accuracy"] <= r["balanced_accuracy_random_high"]
               for r in scores]
     assert sum(inside) >= 0.8 * len(inside), inside  # each neuron's central 95% interval
-    cells = [(float(r[f"{s}_mean"]), float(r[f"{s}_floor_random_low"]), float(r[f"{s}_floor_random_high"]))
-             for r in _csv(work / "results" / "table_detection.csv") if r["scorer"] == "coin" for s in ("rnd", "top")]
-    assert len(cells) == 10 and sum(low <= m <= high for m, low, high in cells) >= 8, cells
+    cells = [(float(r["rnd_mean"]), float(r["rnd_floor_random_low"]), float(r["rnd_floor_random_high"]))
+             for r in _csv(work / "results" / "table_detection.csv") if r["scorer"] == "coin"]
+    assert len(cells) == 5 and sum(low <= m <= high for m, low, high in cells) >= 4, cells
     assert any(float(r["detection[loop/coin/rnd]"]) != 3.0 for r in _csv(work / "results" / "table6.csv"))
     coin = next(r for r in _csv(work / "results" / "table_scorers.csv") if r["scorer"] == "coin" and r["neuron_set"] == "rnd")
     assert math.isfinite(float(coin["spearman_rho"])) and -1 <= float(coin["spearman_rho"]) <= 1
@@ -640,8 +641,9 @@ def test_new_prompt_variant_schedules_only_its_jobs(finished, tmp_path):
     assert jobs.pop("explain") == n_sets * n_compared
     assert jobs.pop("simulate_score") == n_sets * n_compared * len(config["simulators"])
     assert jobs.pop("adacs_similarity") == len(config["adacs"]["references"]) * n_compared
-    kinds = sum(len(s.get("kinds", ["detection", "fuzzing"])) for s in config["scorers"].values())
-    assert jobs.pop("classify") == n_sets * n_compared * kinds
+    kinds = sum(len(s.get("kinds", ["detection", "fuzzing"])) * len(s.get("neuron_sets") or config["neuron_sets"])
+                for s in config["scorers"].values())
+    assert jobs.pop("classify") == n_compared * kinds
     for rule in ("render_puzzle_prompts", "explain_puzzles", "puzzle_similarity"):
         assert jobs.pop(rule) == n_puzzle_sets * n_compared, rule
     assert jobs.pop("all") == 1
@@ -684,6 +686,13 @@ def test_unknown_format_is_rejected_at_start(tmp_path):
     config = tiny_config()
     config["prompt_formats"] = {"Original": {}, "Sumary": {}}
     work = _fails(tmp_path, config, expect="unknown format 'Sumary'; known formats: AVHS, Highlight")
+    assert not (work / "results").exists()
+
+
+def test_a_scorer_on_an_unknown_neuron_set_is_rejected_at_start(tmp_path):
+    scorer = {"provider": "local", "model": "smollm2-135m-instruct", "neuron_sets": ["rndm"]}
+    work = _fails(tmp_path, tiny_config(scorers={"sc": scorer}),
+                  expect="scorers.sc.neuron_sets: 'rndm' is not a configured neuron set (rnd, top)")
     assert not (work / "results").exists()
 
 

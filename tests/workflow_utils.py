@@ -74,8 +74,8 @@ def loopback_roles(base_url: str, **prices: float) -> dict:
         "explainers": {"loop": dict(role),
                        "loopref": {**role, "role": "reference", "formats": ["Original"], "temperature": 0.0}},
         "simulators": {"loop": {**role, "mode": "prompt_logprobs"}},
-        # tests/fake_scorer.py answers a "-perfect" model from the run's records (both scorer kinds)
-        "scorers": {"perfect": {**role, "model": "loop-perfect"}},
+        # tests/fake_scorer.py answers a "-perfect" model from the run's records (both kinds; one set keeps it short)
+        "scorers": {"perfect": {**role, "model": "loop-perfect", "neuron_sets": ["rnd"]}},
         "embedders": {"loopemb": {**role, "model": "loop-embed"}},
         "adacs": {"embedder": "loopemb", "references": {"rnd": {"kind": "explainer", "explainer": "loopref"}}},
         "puzzles": {"embedder": "loopemb", "samples": 2, "sets": puzzle_sets},

@@ -56,4 +56,5 @@ class ScorerRole(Endpoint):
     """A classification scorer (autointerp.classify): a chat model answering yes/no about held-out excerpts."""
 
     kinds: list[Literal["detection", "fuzzing"]]
+    neuron_sets: list[str] | None = None  # None: every neuron set
     seed: int  # request seed (greedy decoding) and fuzzing's wrong-mark draws

@@ -159,6 +159,8 @@ def classify_rows(records_by_set: dict[str, dict], scorers: dict, explainers: di
         explainer = explainers[item["explainer"]]
         k = int(explainer.get("samples", 1))
         for name, role in sorted(scorers.items()):
+            if role.get("neuron_sets") and item["set"] not in role["neuron_sets"]:
+                continue
             for kind in role.get("kinds") or ("detection", "fuzzing"):
                 key = (item["set"], name, kind, int(explainer.get("max_tokens", 60)))
                 if key not in per_set:

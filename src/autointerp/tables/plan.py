@@ -89,10 +89,13 @@ def cost_plan(config: dict, sizes: dict[str, int | None]) -> list[dict[str, Any]
     explanations = sum(neurons * int(e.get("samples", 1)) * len(e.get("formats") or config["prompt_formats"])
                        for e in config["explainers"].values() if e.get("role", "compared") == "compared")
     for name, role in sorted((config.get("scorers") or {}).items()):
+        share = (sum(sizes.get(s) or 0 for s in role["neuron_sets"]) / neurons if role.get("neuron_sets")
+                 and neurons else 1.0)
         for kind in role.get("kinds") or ("detection", "fuzzing"):
             prompt, completion, _ = classify_tokens(kind, valid, role, PLACEHOLDER_EXPLANATION)
-            rows.append({"stage": kind, "role": name, "calls": explanations,
-                         "usd": _usd(role, explanations * prompt, explanations * completion)})
+            calls = round(explanations * share)
+            rows.append({"stage": kind, "role": name, "calls": calls,
+                         "usd": _usd(role, calls * prompt, calls * completion)})
     return rows
 
 
