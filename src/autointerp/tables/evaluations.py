@@ -265,10 +265,11 @@ def _classification_columns(path: str, kind: str) -> dict[str, Column]:
     out = {}
     for name, col in columns.items():
         explainer, scorer, neuron_set = name[len(kind) + 1:-1].split("/")
-        row = next(r for r in rows if (r["explainer"], r["scorer"]) == (explainer, scorer)
-                   and r.get(f"{neuron_set}_mean", "") != "")
-        chance = {k: _f(row[f"{neuron_set}_floor_{k}"])
-                  for k in ("always_yes", "always_no", "random", "random_low", "random_high")}
+        row = next((r for r in rows if (r["explainer"], r["scorer"]) == (explainer, scorer)
+                    and r.get(f"{neuron_set}_mean", "") != ""), None)
+        chance = {} if row is None else {  # no neuron finite for every format: no value, no floor
+            k: _f(row[f"{neuron_set}_floor_{k}"]) for k in ("always_yes", "always_no", "random", "random_low",
+                                                             "random_high")}
         out[name] = dataclasses.replace(col, chance=chance)
     return out
 
