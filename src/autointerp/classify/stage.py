@@ -53,10 +53,15 @@ class ClassifyError(RuntimeError):
     pass
 
 
+def held_out(entry: dict) -> list[dict]:
+    """A records entry's (autointerp.extract.records.load_records) valid records as the scorers' examples read them."""
+    return [{"source": src, "excerpt_id": r.excerpt_id, "tokens": list(r.tokens), "activations": list(r.activations)}
+            for r, src in zip(entry["valid"], entry["valid_sources"])]
+
+
 def neuron_examples(kind: str, entry: dict, layer: int, neuron: int, seed: int) -> list[Example]:
-    """A neuron's examples of one kind from its records entry (autointerp.extract.records.load_records)."""
-    valid = [{"source": src, "excerpt_id": r.excerpt_id, "tokens": list(r.tokens), "activations": list(r.activations)}
-             for r, src in zip(entry["valid"], entry["valid_sources"])]
+    """A neuron's examples of one kind from its records entry."""
+    valid = held_out(entry)
     train = [r.excerpt_id for r in entry["train"]]
     if kind == "detection":
         return detection_examples(valid, train)

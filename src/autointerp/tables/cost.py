@@ -152,6 +152,8 @@ def classify_tokens(kind: str, valid: list[dict], role: dict, explanation: str, 
 def classify_rows(records_by_set: dict[str, dict], scorers: dict, explainers: dict,
                   explained: list[dict]) -> list[dict]:
     """One row per (set, explainer, scorer, kind, format): one call per explanation (neuron and sample)."""
+    from autointerp.classify.stage import held_out
+
     per_set: dict[tuple, tuple] = {}
     rows = []
     for item in explained:
@@ -167,9 +169,7 @@ def classify_rows(records_by_set: dict[str, dict], scorers: dict, explainers: di
                     long = _placeholder(role.get("encoding", "cl100k_base"), key[3]) if _usd(role, 1, 1) else None
                     calls = prompt = completion = prompt_max = completion_max = 0
                     for nid, entry in records.items():
-                        valid = [{"source": src, "excerpt_id": r.excerpt_id, "tokens": list(r.tokens),
-                                  "activations": list(r.activations)}
-                                 for r, src in zip(entry["valid"], entry["valid_sources"])]
+                        valid = held_out(entry)
                         where = {"layer": nid.layer, "neuron": nid.neuron}
                         p, c, cap = classify_tokens(kind, valid, role, PLACEHOLDER_EXPLANATION, **where)
                         calls, prompt, completion = calls + (1 if p else 0), prompt + p, completion + c
